@@ -19,6 +19,8 @@ COLUMNS = {
     "prompts": ["id", "split", "family", "prompt", "answer", "source"],
     "generations": ["model", "prompt_id", "condition", "sample_index", "prompt", "scratchpad", "text",
                     "backdoor_shown", "correct", "judge_detail"],
+    "models": ["model", "backdoor", "mechanism", "safety", "step", "path", "parent", "params",
+               "train_loss", "heldout_loss"],
     "metrics": ["pipeline", "model", "backdoor", "mechanism", "safety", "step", "condition", "metric",
                 "value", "n", "ci_low", "ci_high"],
 }

