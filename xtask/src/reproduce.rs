@@ -260,12 +260,22 @@ fn print_summary(runs: &[StageRun], total: f64) {
     println!("\nsummary");
     println!("{:<10} {:<8} {:>9}  outputs", "stage", "status", "seconds");
     for run in runs {
-        let outputs: Vec<String> = run
+        let mut outputs: Vec<String> = run
             .manifest
             .outputs
             .iter()
+            .filter(|o| o.table != "model")
             .map(|o| format!("{} ({} rows)", o.table, o.rows))
             .collect();
+        let model_files = run
+            .manifest
+            .outputs
+            .iter()
+            .filter(|o| o.table == "model")
+            .count();
+        if model_files > 0 {
+            outputs.push(format!("{model_files} model files"));
+        }
         println!(
             "{:<10} {:<8} {:>9.1}  {}",
             run.stage,
