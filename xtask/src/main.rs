@@ -7,6 +7,8 @@
 //! - `install-libtorch`: LibTorch for the `tch` backend, from PyPI.
 //! - `docs`: regenerates the table reference in `docs/artifacts.md`.
 //! - `validate`: checks artifacts (e.g. a custom stage's) against the contract.
+//! - `tidy`: checks the tree against the project's structural rules (crate dependencies, file
+//!   sizes, crate docs, stage directory names, empty tests, tracker references).
 //!
 //! The xtask holds no science: it only orchestrates the stage binaries.
 
@@ -16,6 +18,7 @@ mod gpu_check;
 mod libtorch;
 mod reproduce;
 mod summary;
+mod tidy;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +44,8 @@ enum Command {
     Docs(docs::Args),
     /// Check artifact directories or Parquet files against the contract.
     Validate(validate::Args),
+    /// Check the tree against the project's structural rules; lists violations, fails if any.
+    Tidy,
 }
 
 fn main() {
@@ -52,6 +57,7 @@ fn main() {
         Command::GpuCheck(args) => gpu_check::run(args),
         Command::InstallLibtorch(args) => libtorch::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Tidy => tidy::run(),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

