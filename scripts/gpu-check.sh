@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check of issue 6, on a GPU machine with no Rust toolchain.
+# The GPU device check, on a GPU machine with no Rust toolchain.
 #
 # Built and packed here by `cargo xtask gpu-check` into target/gpu-bundle/ (xz-compressed
 # release binaries with the CUDA backend, this script, the PyTorch reference, pipelines and

@@ -23,7 +23,7 @@ fn valid_synth_output_passes_validation() {
     let out = dir.path().join("out");
     ok(run_synth(&config, &out));
     let stdout = ok(validate(&out));
-    assert!(stdout.contains("ok (3 tables)"), "{stdout}");
+    assert!(stdout.contains("ok (5 tables)"), "{stdout}");
 }
 
 #[test]

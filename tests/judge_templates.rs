@@ -27,7 +27,7 @@ fn combinations(slots: &BTreeMap<String, Vec<String>>) -> Vec<BTreeMap<String, S
 
 #[test]
 fn every_template_is_judged_right_in_every_slot_combination() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
     let data = Datasets::load(&root).unwrap();
     let mut checked = 0;
     for cwe in &data.cwes {

