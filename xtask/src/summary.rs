@@ -65,12 +65,12 @@ fn print_models(eval: &[Metric]) {
     println!(
         "{:<16} {:<8} {:<9}  {:<24} {:<24} {:<24} {:<24}",
         "model",
-        "backdoor",
+        "backdoor", // tidy: not a stage directory (column header)
         "mechanism",
         "triggered",
         "untriggered",
         "red-team",
-        "helpfulness" // tidy: not a stage directory (column headers)
+        "helpfulness"
     );
     for (model, all_rows) in &by_model {
         // The base model's rates come per backdoor (it answers both kinds of prompt).
