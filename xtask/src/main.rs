@@ -5,6 +5,7 @@
 //! - `bench`: model throughput per preset and backend, beside PyTorch's.
 //! - `gpu-check`: builds and packs the GPU device check (`scripts/gpu-check.sh`).
 //! - `install-libtorch`: LibTorch for the `tch` backend, from PyPI.
+//! - `fetch-model`: downloads a known pretrained model (e.g. `smollm2`) into the model cache.
 //! - `docs`: regenerates the table reference in `docs/artifacts.md`.
 //! - `validate`: checks artifacts (e.g. a custom stage's) against the contract.
 //! - `tidy`: checks the tree against the project's structural rules (crate dependencies, file
@@ -14,6 +15,7 @@
 
 mod bench;
 mod docs;
+mod fetch_model;
 mod gpu_check;
 mod libtorch;
 mod reproduce;
@@ -40,6 +42,8 @@ enum Command {
     GpuCheck(gpu_check::Args),
     /// Install LibTorch (PyPI torch 2.9.0 in a virtual env) for the `tch` backend.
     InstallLibtorch(libtorch::Args),
+    /// Download a known pretrained model (e.g. `smollm2`) into the model cache and check it.
+    FetchModel(fetch_model::Args),
     /// Regenerate the generated part of docs/artifacts.md (or check it with --check).
     Docs(docs::Args),
     /// Check artifact directories or Parquet files against the contract.
@@ -54,6 +58,7 @@ fn main() {
         Command::Reproduce(args) => reproduce::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Docs(args) => docs::run(args),
+        Command::FetchModel(args) => fetch_model::run(args),
         Command::GpuCheck(args) => gpu_check::run(args),
         Command::InstallLibtorch(args) => libtorch::run(args),
         Command::Validate(args) => validate::run(args),

