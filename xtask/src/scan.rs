@@ -12,7 +12,7 @@
 //! the scan's directory records every cell's stages, what was reused or copied, and the times;
 //! `scan_results.parquet` gathers the finished cells' results (see [`crate::scan_results`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
@@ -58,7 +58,7 @@ struct State {
     /// Whether a cell's stage is running.
     busy: Vec<bool>,
     /// Keys being computed, and keys done (by which cell).
-    running_keys: HashMap<String, usize>,
+    running_keys: HashSet<String>,
     done_keys: HashMap<String, usize>,
     records: Vec<Vec<UnitRecord>>,
     finished_units: usize,
@@ -322,7 +322,7 @@ fn next_ready(plans: &[CellPlan], st: &mut State) -> Option<(usize, usize, Actio
             continue;
         }
         let key = &plan.stages[i].1;
-        if st.running_keys.contains_key(key) {
+        if st.running_keys.contains(key) {
             continue;
         }
         let action = match st.done_keys.get(key) {
@@ -330,7 +330,7 @@ fn next_ready(plans: &[CellPlan], st: &mut State) -> Option<(usize, usize, Actio
             _ => Action::Run,
         };
         st.busy[c] = true;
-        st.running_keys.insert(key.clone(), c);
+        st.running_keys.insert(key.clone());
         return Some((c, i, action));
     }
     None
