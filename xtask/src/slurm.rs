@@ -167,7 +167,24 @@ pub fn submit(
             }
             let copy_from = copy.map(|(o, _)| &plans[o]);
             let script = write_script(plan, stage, key, copy_from, &xtask, &bin_dir, args, scan)?;
-            let job = sbatch(&script, &depends, &spec.slurm.for_stage(stage))?;
+            let job = match sbatch(&script, &depends, &spec.slurm.for_stage(stage)) {
+                Ok(job) => job,
+                Err(e) => {
+                    // The jobs already submitted are listed, so they can be followed or
+                    // cancelled, and a resubmission keeps them.
+                    if list.jobs.len() > kept {
+                        write_if_changed(
+                            &scan_dir.join(JOBS_FILE),
+                            &serde_json::to_string_pretty(&list)?,
+                        )?;
+                    }
+                    return Err(e.context(format!(
+                        "submitting {label} ({} jobs submitted before it, listed in {})",
+                        list.jobs.len() - kept,
+                        scan_dir.join(JOBS_FILE).display()
+                    )));
+                }
+            };
             let mut queued = UnitRecord::new(stage, "queued");
             queued.job = Some(job.clone());
             queued.from = copy_from.map(|p| p.cell.id.clone());
