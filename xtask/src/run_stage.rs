@@ -102,13 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     record.finished = Some(now());
     let result = match outcome {
         Ok((reused, copied)) => {
-            record.status = match (&copied, reused) {
-                (Some(_), _) => "copied",
-                (None, true) => "reused",
-                (None, false) => "ran",
-            }
-            .into();
-            record.from = copied;
+            record.succeed(reused, copied);
             Ok(())
         }
         Err(e) => {

