@@ -99,7 +99,7 @@ pub fn run(
     // Nothing of an earlier scan's records may pass for this one's.
     for plan in &plans {
         for (stage, _) in &plan.stages {
-            write_status(&plan.dir, &UnitRecord::new(stage, "missing"))?;
+            write_status(&plan.dir, &UnitRecord::new(stage, "waiting"))?;
         }
     }
 

@@ -20,8 +20,9 @@ pub const SCAN_RECORD: &str = "scan.json";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnitRecord {
     pub stage: String,
-    /// `queued` (a Slurm job waits), `running`, `ran`, `reused` (up to date in this cell),
-    /// `copied` (from the cell `from`), `failed`, `skipped` (an earlier stage failed).
+    /// `waiting` (not started by the local scheduler yet), `queued` (a Slurm job waits),
+    /// `running`, `ran`, `reused` (up to date in this cell), `copied` (from the cell `from`),
+    /// `failed`, `skipped` (an earlier stage failed); `missing` when a stage has no record.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
