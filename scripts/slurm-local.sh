@@ -17,22 +17,26 @@ action=$1
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
 
 stop() {
+    # A daemon removes its pid file as it exits: read them quietly.
+    pid_of() { cat "$dir/$1" 2>/dev/null || true; }
+    local pidfile pid alive
     for pidfile in slurmd.pid slurmctld.pid munged.pid; do
-        if [[ -f "$dir/$pidfile" ]]; then
-            kill "$(cat "$dir/$pidfile")" 2>/dev/null || true
-        fi
+        pid=$(pid_of "$pidfile")
+        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
     done
     # Give them a moment to exit, then make sure.
     for _ in $(seq 20); do
         alive=0
         for pidfile in slurmd.pid slurmctld.pid munged.pid; do
-            [[ -f "$dir/$pidfile" ]] && kill -0 "$(cat "$dir/$pidfile")" 2>/dev/null && alive=1
+            pid=$(pid_of "$pidfile")
+            [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && alive=1
         done
         [[ $alive -eq 0 ]] && break
         sleep 0.2
     done
     for pidfile in slurmd.pid slurmctld.pid munged.pid; do
-        [[ -f "$dir/$pidfile" ]] && kill -9 "$(cat "$dir/$pidfile")" 2>/dev/null || true
+        pid=$(pid_of "$pidfile")
+        [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
         rm -f "$dir/$pidfile"
     done
 }
