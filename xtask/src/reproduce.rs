@@ -133,11 +133,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stages.len(),
         run_dir.display()
     );
-    let mut upstream_key = String::new();
     let mut runs = Vec::new();
-    for (i, stage) in stages.iter().enumerate() {
-        let program = stage_program(&pipeline, stage, &bin_dir)?;
-        let key = stage_key(&pipeline, stage, &program, &args.backend, &upstream_key);
+    let planned = stage_keys(&pipeline, &bin_dir, &args.backend)?;
+    for (i, (stage, program, key)) in planned.into_iter().enumerate() {
         let job = StageJob {
             pipeline: &pipeline,
             config_path: &config_path,
@@ -145,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             run_dir: &run_dir,
             program,
             backend: &args.backend,
-            key: key.clone(),
+            key,
             force: args.force,
             log: None,
             threads: None,
@@ -154,7 +152,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &job,
             &format!("[{}/{}] {stage}", i + 1, stages.len()),
         )?);
-        upstream_key = key;
     }
     print_summary(&runs, started.elapsed().as_secs_f64());
     crate::summary::write_and_print(&run_dir)?;
@@ -182,15 +179,7 @@ fn seeds_scan(pipeline: &PipelineFile, args: &Args) -> anyhow::Result<PathBuf> {
     }
     let mut root = pipeline.root().clone();
     let name = format!("{}-seeds", pipeline.meta.name);
-    let base_dir = match &pipeline.meta.base_dir {
-        Some(dir) => dir.clone(),
-        None => pipeline
-            .path
-            .canonicalize()?
-            .parent()
-            .context("the pipeline file has a directory")?
-            .to_path_buf(),
-    };
+    let base_dir = base_dir(pipeline)?;
     let header = root
         .get_mut("pipeline")
         .and_then(toml::Value::as_table_mut)
@@ -368,6 +357,38 @@ fn built_in_release() -> bool {
                 .map(|name| name == "release")
         })
         .unwrap_or(false)
+}
+
+/// Every stage of the pipeline in order with its program and [`stage_key`] (each key chains
+/// the one before it).
+pub(crate) fn stage_keys(
+    pipeline: &PipelineFile,
+    bin_dir: &Path,
+    backend: &str,
+) -> anyhow::Result<Vec<(&'static str, Vec<String>, String)>> {
+    let mut upstream = String::new();
+    let mut out = Vec::new();
+    for stage in pipeline.stages() {
+        let program = stage_program(pipeline, stage, bin_dir)?;
+        let key = stage_key(pipeline, stage, &program, backend, &upstream);
+        upstream = key.clone();
+        out.push((stage, program, key));
+    }
+    Ok(out)
+}
+
+/// The directory the pipeline's relative paths are read from: `[pipeline] base_dir`, else
+/// the file's own directory.
+pub(crate) fn base_dir(pipeline: &PipelineFile) -> anyhow::Result<PathBuf> {
+    match &pipeline.meta.base_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => Ok(pipeline
+            .path
+            .canonicalize()?
+            .parent()
+            .context("the pipeline file has a directory")?
+            .to_path_buf()),
+    }
 }
 
 /// What identifies one stage run: its section, the pipeline's seed, the program, the backend

